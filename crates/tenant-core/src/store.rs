@@ -22,7 +22,7 @@ use crate::{Slug, Tenant, TenantId};
 /// assert_ne!(h, ApiKeyHash::of("tk_live_abd"));
 /// assert_eq!(h.to_hex().len(), 64);
 /// ```
-#[derive(Clone, Copy, Hash)]
+#[derive(Clone, Copy)]
 pub struct ApiKeyHash([u8; 32]);
 
 impl ApiKeyHash {
@@ -54,6 +54,13 @@ impl PartialEq for ApiKeyHash {
 }
 
 impl Eq for ApiKeyHash {}
+
+// Consistent with the constant-time `PartialEq`: equal digests hash equally.
+impl std::hash::Hash for ApiKeyHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl fmt::Debug for ApiKeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
