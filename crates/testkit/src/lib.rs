@@ -7,6 +7,8 @@
 //!   are deleted when the fixture is dropped.
 //! - [`OwnedRedis`] and [`RedisCluster`]: redis-server processes a test starts, stops and
 //!   restarts itself (outage tests, Redis Cluster tests).
+//! - [`ThrowawayPostgres`]: a PostgreSQL cluster in a temporary directory, for tests and for
+//!   the example server's zero-configuration mode.
 //!
 //! Servers: `TENANTRY_DATABASE_URL` (an administrative role; default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `TENANTRY_REDIS_URL` (default
@@ -23,9 +25,11 @@
 mod postgres;
 mod redis;
 mod server;
+mod throwaway;
 
 pub use postgres::{TestDb, APP_ROLE, OWNER_ROLE};
 pub use redis::{OwnedRedis, RedisCluster, TestRedis};
+pub use throwaway::{ThrowawayError, ThrowawayPostgres};
 
 /// Whether `TENANTRY_TESTKIT_THROWAWAY=1` asks for throwaway servers even when local ones run.
 fn force_throwaway() -> bool {

@@ -1,6 +1,5 @@
 //! A fresh, migrated PostgreSQL database per test.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -8,7 +7,7 @@ use tenantry_core::TenantId;
 use tokio::sync::OnceCell;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::server;
+use crate::ThrowawayPostgres;
 
 /// The role the application logs in as (created by the migrations).
 pub const APP_ROLE: &str = "tenantry_app";
@@ -30,92 +29,14 @@ fn server_config() -> &'static Config {
             {
                 DEFAULT_URL.parse().expect("default URL parses")
             } else {
-                start_throwaway_postgres()
+                // Shared by the whole test process; its watchdog removes it when the process exits.
+                let pg: &'static ThrowawayPostgres = Box::leak(Box::new(
+                    ThrowawayPostgres::start().unwrap_or_else(|e| panic!("testkit: {e}")),
+                ));
+                pg.config()
             }
         }
     })
-}
-
-/// Starts a PostgreSQL cluster in a temporary directory on a free port, from the locally
-/// installed binaries. It is stopped and removed when the test process exits.
-fn start_throwaway_postgres() -> Config {
-    let dirs = server::debian_pg_bin_dirs();
-    let (Some(initdb), Some(postgres)) = (
-        server::find_binary("initdb", &dirs),
-        server::find_binary("postgres", &dirs),
-    ) else {
-        panic!(
-            "testkit: no PostgreSQL server answers on 127.0.0.1:5432, TENANTRY_DATABASE_URL is \
-             unset, and no `initdb`/`postgres` binaries were found to start one. Install \
-             PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install \
-             postgresql`) or point TENANTRY_DATABASE_URL at a server."
-        );
-    };
-    let dir: PathBuf = tempfile::Builder::new()
-        .prefix("tenantry-pg-")
-        .tempdir()
-        .expect("testkit: cannot create a temp dir")
-        .keep();
-    // initdb and postgres refuse to run as root: run them as `postgres` in that case.
-    let as_user = server::running_as_root().then_some("postgres");
-    if let Some(user) = as_user {
-        let ok = std::process::Command::new("chown")
-            .args(["-R", user, &dir.to_string_lossy()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "testkit: cannot chown {} to {user}", dir.display());
-    }
-    let data = dir.join("data");
-    let mut init = match as_user {
-        Some(user) => {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", user, "--"]).arg(&initdb);
-            c
-        }
-        None => std::process::Command::new(&initdb),
-    };
-    let out = init
-        .args([
-            "-D",
-            &data.to_string_lossy(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ])
-        .output()
-        .expect("testkit: cannot run initdb");
-    assert!(
-        out.status.success(),
-        "testkit: initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = server::free_port();
-    let args: Vec<String> = [
-        "-D",
-        &data.to_string_lossy(),
-        "-p",
-        &port.to_string(),
-        "-k",
-        &dir.to_string_lossy(),
-        "-c",
-        "listen_addresses=127.0.0.1",
-        "-c",
-        "fsync=off",
-        "-c",
-        "max_connections=300",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let log = dir.join("postgres.log");
-    server::spawn_watched(&postgres, &args, as_user, "INT", Some(&dir), &log);
-    server::wait_for_port(port, Duration::from_secs(30), "postgres", &log);
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
-        .parse()
-        .expect("URL parses")
 }
 
 async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
