@@ -61,6 +61,13 @@ impl ConfigError {
     }
 
     /// What was wrong.
+    ///
+    /// ```
+    /// use tenantry_feature_gate::{ConfigErrorKind, RequireAnyFeature};
+    ///
+    /// let err = RequireAnyFeature::new(Vec::<&str>::new()).unwrap_err();
+    /// assert_eq!(err.kind(), ConfigErrorKind::NoFeatures);
+    /// ```
     pub fn kind(&self) -> ConfigErrorKind {
         self.kind
     }

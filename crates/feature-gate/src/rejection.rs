@@ -107,7 +107,7 @@ impl StdError for FeatureRejection {
 /// use http_body_util::Full;
 /// use tower::{service_fn, Layer, ServiceExt};
 /// use tenantry_core::{Plan, Slug, Tenant, TenantId};
-/// use tenantry_feature_gate::{FeatureRejection, RequireFeature};
+/// use tenantry_feature_gate::{FeatureRejection, RequireFeature, Requirement};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -116,13 +116,19 @@ impl StdError for FeatureRejection {
 ///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
 /// }));
 /// let tenant = Tenant::builder(TenantId::new_v4(), Slug::new("acme")?, Plan::free()).build();
+/// let tenant_id = tenant.id();
 /// let mut req = Request::new(());
 /// req.extensions_mut().insert(Arc::new(tenant));
 /// let res = svc.oneshot(req).await?;
 /// let Some(FeatureRejection::NotAvailable(e)) = res.extensions().get::<FeatureRejection>()
 /// else { panic!("not rejected") };
 /// assert_eq!((e.feature(), e.plan()), ("analytics", "free"));
+/// assert_eq!(e.missing().collect::<Vec<_>>(), ["analytics"]);
+/// assert_eq!(e.requirement(), Requirement::One);
+/// assert_eq!(e.tenant_id(), tenant_id);
 /// assert_eq!(e.upgrade_url(), Some("https://example.com/upgrade"));
+/// let problem = e.to_problem();
+/// assert_eq!((problem.status().as_u16(), problem.code()), (403, "feature_not_available"));
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -166,7 +172,7 @@ impl FeatureNotAvailable {
         self.upgrade_url.as_deref()
     }
 
-    /// The 403 problem document.
+    /// The 403 problem document. Every accessor is shown in the [type's example](Self).
     pub fn to_problem(&self) -> Problem {
         let mut problem = Problem::new(
             StatusCode::FORBIDDEN,
@@ -245,17 +251,31 @@ pub struct TenantMissing {
 }
 
 impl TenantMissing {
-    /// The error for `component` (a layer or an extractor) finding no tenant.
+    /// The error for `component` (a layer or an extractor) finding no tenant; see the
+    /// [type's example](Self).
     pub fn before(component: &'static str) -> Self {
         Self { component }
     }
 
     /// The layer or extractor that found no tenant.
+    ///
+    /// ```
+    /// use tenantry_feature_gate::TenantMissing;
+    ///
+    /// assert_eq!(TenantMissing::before("RequireFeature").component(), "RequireFeature");
+    /// ```
     pub fn component(&self) -> &'static str {
         self.component
     }
 
     /// The 500 problem document; its detail names the missing layer.
+    ///
+    /// ```
+    /// use tenantry_feature_gate::TenantMissing;
+    ///
+    /// let problem = TenantMissing::before("RequireFeature").to_problem();
+    /// assert_eq!((problem.status().as_u16(), problem.code()), (500, "misconfigured"));
+    /// ```
     pub fn to_problem(&self) -> Problem {
         Problem::misconfigured(self.to_string())
     }

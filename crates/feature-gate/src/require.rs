@@ -327,7 +327,9 @@ gate_layer!(RequireAllFeatures, "[\"analytics\", \"export\"]");
 /// use tenantry_feature_gate::{FeatureGate, RequireFeature};
 ///
 /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
-/// let gate: FeatureGate<_> = RequireFeature::new("analytics")?.layer(inner);
+/// let mut gate: FeatureGate<_> = RequireFeature::new("analytics")?.layer(inner);
+/// let _: &_ = gate.get_ref();
+/// let _: &mut _ = gate.get_mut();
 /// let _inner = gate.into_inner();
 /// # Ok::<(), tenantry_feature_gate::ConfigError>(())
 /// ```

@@ -178,6 +178,5 @@ async fn route_layer_without_a_tenant_fails_closed() {
     let f = fixture();
     let (status, body) = get_as(&f.app, None, "/analytics").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(!body.contains("analytics\""), "handler must not run");
-    assert_ne!(body, "analytics");
+    assert_ne!(body, "analytics", "the handler must not run");
 }
