@@ -69,7 +69,10 @@ pub async fn assert_every_key_expires(client: &Client, prefix: &str) -> usize {
     let mut live = 0;
     for key in &keys {
         let pttl: i64 = client.pttl(key).await.unwrap();
-        assert!(pttl > 0 || pttl == -2, "key {key} has no expiry (PTTL {pttl})");
+        assert!(
+            pttl > 0 || pttl == -2,
+            "key {key} has no expiry (PTTL {pttl})"
+        );
         live += usize::from(pttl > 0);
     }
     live

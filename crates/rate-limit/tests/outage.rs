@@ -1,0 +1,129 @@
+//! Redis stopped mid-test (a server this test owns): each fail policy does what it says,
+//! within the timeout; Redis back: the circuit breaker closes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tenantry_core::Problem;
+use tenantry_rate_limit::{
+    DecisionSource, FailPolicy, Limiter, Quota, RateKey, RateLimitLayer, RedisLimiter,
+};
+use tenantry_testkit::OwnedRedis;
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+/// Slack for a debug build on a busy machine; the point is "bounded", not "fast".
+const SLACK: Duration = Duration::from_millis(500);
+
+async fn limiter(server: &OwnedRedis, policy: FailPolicy) -> RedisLimiter {
+    RedisLimiter::builder(server.url())
+        .timeout(TIMEOUT)
+        .failure_threshold(3)
+        .cool_down(Duration::from_millis(200))
+        .fail_policy(policy)
+        .negative_cache(false)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fail_policy_holds_during_an_outage_and_the_breaker_closes_after() {
+    let mut server = OwnedRedis::start();
+    let open = limiter(&server, FailPolicy::Open).await;
+    let closed = limiter(&server, FailPolicy::Closed).await;
+    let local = limiter(&server, FailPolicy::Local { share: 0.5 }).await;
+    let svc_open = service(RateLimitLayer::new(open.clone()));
+    let svc_closed = service(RateLimitLayer::new(closed.clone()));
+    let svc_local = service(RateLimitLayer::new(local.clone()));
+    let (t_open, t_closed, t_local) = (tenant(20, 10), tenant(20, 10), tenant(20, 10));
+
+    for (svc, t) in [
+        (&svc_open, &t_open),
+        (&svc_closed, &t_closed),
+        (&svc_local, &t_local),
+    ] {
+        assert_eq!(send(svc, t).await.status(), 200);
+    }
+    for l in [&open, &closed, &local] {
+        assert_eq!(l.stats().redis_decisions, 1);
+    }
+
+    server.stop();
+
+    // Open: allowed, unchecked, without RateLimit headers (there is no honest number).
+    for _ in 0..20 {
+        let start = Instant::now();
+        let res = send(&svc_open, &t_open).await;
+        assert!(
+            start.elapsed() < TIMEOUT + SLACK,
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("ratelimit").is_none());
+    }
+    assert_eq!(open.stats().fail_open_decisions, 20);
+
+    // Closed: 503 service_unavailable, never 500.
+    for _ in 0..20 {
+        let start = Instant::now();
+        let res = send(&svc_closed, &t_closed).await;
+        assert!(
+            start.elapsed() < TIMEOUT + SLACK,
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(res.status(), 503);
+        assert_eq!(
+            res.extensions().get::<Problem>().unwrap().code(),
+            "service_unavailable"
+        );
+    }
+    assert_eq!(closed.stats().unavailable_decisions, 20);
+
+    // Local: the in-process limiter at half the quota: burst 10 → 5 (one was spent in Redis,
+    // not here: the fallback has its own state).
+    let mut allowed = 0;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let res = send(&svc_local, &t_local).await;
+        assert!(
+            start.elapsed() < TIMEOUT + SLACK,
+            "took {:?}",
+            start.elapsed()
+        );
+        match res.status().as_u16() {
+            200 => {
+                allowed += 1;
+                assert_eq!(res.headers()["ratelimit-policy"], r#""pro";q=10;w=60"#);
+            }
+            429 => assert!(res.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(allowed, 5);
+    assert_eq!(local.stats().fallback_decisions, 20);
+
+    for l in [&open, &closed, &local] {
+        let stats = l.stats();
+        assert!(stats.circuit_open, "{stats:?}");
+        // The breaker stopped the calls: far fewer Redis attempts than requests.
+        assert!(stats.redis_failures < 20, "{stats:?}");
+    }
+
+    server.restart();
+
+    let key = RateKey::new(t_closed.id(), "probe".into());
+    let quota = Quota::per_minute(1_000, 1_000).unwrap();
+    for l in [&open, &closed, &local] {
+        let back = eventually(Duration::from_secs(10), || async {
+            matches!(l.check(&key, quota, one()).await, Ok(d) if d.source() == DecisionSource::Primary)
+        })
+        .await;
+        assert!(back, "Redis never answered again: {:?}", l.stats());
+        assert!(!l.stats().circuit_open);
+    }
+    assert_eq!(send(&svc_closed, &t_closed).await.status(), 200);
+}
