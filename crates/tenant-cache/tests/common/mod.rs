@@ -1,6 +1,8 @@
 //! Test helpers: a store that counts its queries, and tenant builders.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pg;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
