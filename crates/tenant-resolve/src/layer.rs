@@ -175,7 +175,10 @@ impl<St: TenantStore> TenantResolveBuilder<St> {
 
     /// Accepts API keys, in `X-API-Key` or as `Authorization: Bearer <key>` (a bearer value
     /// shaped like a JWT, `a.b.c`, goes to the JWT verifier when one is configured). Keys
-    /// are looked up by SHA-256 hash; see [`ApiKeyHash`](tenantry_core::ApiKeyHash).
+    /// are looked up by SHA-256 hash; see [`ApiKeyHash`](tenantry_core::ApiKeyHash). The raw
+    /// key is never compared with anything: the store sees only its digest, and digests
+    /// compare in constant time, so response timing says nothing about a stored key. Keys
+    /// outside 16..=512 visible ASCII characters are refused before the lookup.
     pub fn api_keys(mut self) -> Self {
         self.bearer_api_keys = true;
         if self.api_key_header.is_none() {

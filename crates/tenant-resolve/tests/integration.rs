@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use http::header::{AUTHORIZATION, HOST};
+use http::header::HOST;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tenantry_core::Tenant;
 use tenantry_resolve::{HostRules, JwtVerifier, TenantResolveLayer};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 fn layer(world: &World) -> TenantResolveLayer<TestStore> {
     TenantResolveLayer::builder(world.store.clone())
@@ -36,8 +36,10 @@ mod with_axum {
     use super::*;
     use axum::routing::get;
     use axum::Router;
+    use http::header::AUTHORIZATION;
     use tenantry_resolve::extract;
     use tenantry_resolve::Principal;
+    use tower::ServiceExt;
 
     async fn whoami(tenant: extract::Tenant, principal: Option<Principal>) -> String {
         let sub = principal.as_ref().and_then(|p| p.subject()).unwrap_or("-");
@@ -282,6 +284,7 @@ async fn rejected_requests_never_reach_the_inner_service() {
 #[tokio::test]
 async fn tenant_id_and_slug_are_recorded_on_the_request_span() {
     use std::sync::Mutex;
+    use tower::ServiceExt;
     use tracing::Instrument;
     use tracing_subscriber::layer::SubscriberExt;
 
