@@ -60,6 +60,7 @@ migrations! {
     1 "roles" "V0001__roles.sql",
     2 "tenancy" "V0002__tenancy.sql",
     3 "documents" "V0003__documents.sql",
+    4 "slug_not_uuid" "V0004__slug_not_uuid.sql",
 }
 
 /// The SHA-256 over every migration's checksum: changes whenever any migration does.

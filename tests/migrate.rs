@@ -77,3 +77,24 @@ async fn a_new_migration_is_applied_once_and_a_failing_one_changes_nothing() {
         "a failed run must not leave part of a migration behind"
     );
 }
+
+#[tokio::test]
+async fn a_slug_that_reads_as_a_uuid_is_refused_like_in_core() {
+    let db = TestDb::new().await;
+    for slug in [
+        "0d5e1f7a-3b8c-4d2e-9f10-a1b2c3d4e5f6",
+        "0d5e1f7a3b8c4d2e9f10a1b2c3d4e5f6",
+    ] {
+        assert!(tenantry_core::Slug::new(slug).is_err());
+        let err = db
+            .admin()
+            .execute(
+                "INSERT INTO tenants (slug, plan) VALUES ($1, 'free')",
+                &[&slug],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "23514", "{slug}: {err}"); // check_violation
+    }
+    db.create_tenant("acme-2024", "free").await;
+}

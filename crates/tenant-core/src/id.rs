@@ -104,7 +104,8 @@ impl std::error::Error for ParseTenantIdError {}
 
 /// A tenant's slug: a DNS label used as its subdomain and human-readable name.
 ///
-/// Lowercase ASCII letters, digits and inner hyphens, 1 to 63 characters. Parsing never
+/// Lowercase ASCII letters, digits and inner hyphens, 1 to 63 characters, and never something
+/// that reads as a UUID (so "id or slug" references are never ambiguous). Parsing never
 /// case-folds: callers that accept user input (a `Host` header) fold case themselves, so that
 /// a stored slug has exactly one spelling.
 ///
@@ -115,6 +116,7 @@ impl std::error::Error for ParseTenantIdError {}
 /// assert!(Slug::new("Acme").is_err());
 /// assert!(Slug::new("-acme").is_err());
 /// assert!(Slug::new("").is_err());
+/// assert!(Slug::new("0d5e1f7a-3b8c-4d2e-9f10-a1b2c3d4e5f6").is_err()); // reads as a TenantId
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slug(Box<str>);
@@ -141,6 +143,7 @@ impl Slug {
             && b[b.len() - 1] != b'-'
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && Uuid::try_parse(s).is_err()
     }
 
     /// The slug as a string slice.
@@ -284,7 +287,8 @@ mod tests {
                 && s.len() <= 63
                 && !s.starts_with('-')
                 && !s.ends_with('-')
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && Uuid::try_parse(&s).is_err();
             prop_assert_eq!(Slug::new(&s).is_ok(), expected);
         }
 
