@@ -8,6 +8,7 @@
 #![allow(missing_docs)]
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
@@ -54,6 +55,8 @@ fn bench(c: &mut Criterion) {
         ];
         (db, rls, tenants)
     });
+
+    rt.block_on(interleaved_ratios(&rls, &tenants));
 
     let mut group = c.benchmark_group("scoped_read_50_rows");
     group.throughput(Throughput::Elements(CONCURRENT as u64));
@@ -102,6 +105,106 @@ fn bench(c: &mut Criterion) {
     group.finish();
     drop(rls);
     drop(db);
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    Unscoped,
+    OneShot,
+    BeginQueryCommit,
+    RawPipelined,
+}
+
+/// One batch of `CONCURRENT` requests of `variant`; returns its duration.
+async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> Duration {
+    let start = Instant::now();
+    join_all((0..CONCURRENT).map(|i| {
+        let tenant = tenants[i % 2].clone();
+        let rls = rls.clone();
+        async move {
+            let id = *tenant.id().as_uuid();
+            let rows = match variant {
+                Variant::Unscoped => {
+                    let client = rls.pool().get().await.unwrap();
+                    client
+                        .query_typed(PLAIN, &[(&id, Type::UUID)])
+                        .await
+                        .unwrap()
+                }
+                Variant::OneShot => rls
+                    .for_tenant(tenant)
+                    .query_typed(SCOPED, &[(&id, Type::UUID)])
+                    .await
+                    .unwrap(),
+                Variant::BeginQueryCommit => {
+                    let tx = rls.for_tenant(tenant).begin().await.unwrap();
+                    let rows = tx.query_typed(SCOPED, &[(&id, Type::UUID)]).await.unwrap();
+                    tx.commit().await.unwrap();
+                    rows
+                }
+                // The floor: the same four statements joined on a bare client, no wrapper.
+                Variant::RawPipelined => {
+                    let client = rls.pool().get().await.unwrap();
+                    let text = id.to_string();
+                    let (b, c, q, e) = futures_util::future::join4(
+                        client.batch_execute("BEGIN"),
+                        client.query_typed(
+                            "SELECT set_config('app.tenant_id', $1, true), \
+                             set_config('statement_timeout', $2, true)",
+                            &[(&text, Type::TEXT), (&"5000", Type::TEXT)],
+                        ),
+                        client.query_typed(SCOPED, &[(&id, Type::UUID)]),
+                        client.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    b.unwrap();
+                    c.unwrap();
+                    e.unwrap();
+                    q.unwrap()
+                }
+            };
+            assert_eq!(rows.len(), 50);
+        }
+    }))
+    .await;
+    start.elapsed()
+}
+
+/// The machine this runs on is shared and noisy: alternate the variants batch by batch and
+/// report the median of the per-round ratios, which noise affects far less than separate runs.
+async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
+    let variants = [
+        Variant::Unscoped,
+        Variant::OneShot,
+        Variant::BeginQueryCommit,
+        Variant::RawPipelined,
+    ];
+    for v in variants {
+        batch(rls, tenants, v).await; // warm up
+    }
+    let rounds = 60;
+    let mut ratios = vec![Vec::with_capacity(rounds); variants.len()];
+    for _ in 0..rounds {
+        let times: Vec<Duration> = {
+            let mut t = Vec::new();
+            for v in variants {
+                t.push(batch(rls, tenants, v).await);
+            }
+            t
+        };
+        for (i, t) in times.iter().enumerate() {
+            ratios[i].push(times[0].as_secs_f64() / t.as_secs_f64());
+        }
+    }
+    for (v, mut r) in variants.iter().zip(ratios) {
+        r.sort_by(f64::total_cmp);
+        eprintln!(
+            "throughput vs unscoped, {v:?}: median {:.2}x (p25 {:.2}x, p75 {:.2}x)",
+            r[r.len() / 2],
+            r[r.len() / 4],
+            r[r.len() * 3 / 4]
+        );
+    }
 }
 
 criterion_group!(benches, bench);

@@ -14,11 +14,23 @@ use tokio_postgres::Row;
 
 /// One statement per lookup: the tenant row joined with its plan. `tenants` and `plans` are
 /// readable by the application role without a tenant context.
-const SELECT: &str = "SELECT t.id, t.slug, t.status, t.placement, t.placement_target, \
-     t.feature_grants, t.feature_revocations, t.limit_overrides, \
-     p.name, p.requests_per_minute, p.burst, p.statement_timeout_ms, \
-     p.max_concurrent_transactions, p.features \
-     FROM tenants t JOIN plans p ON p.name = t.plan ";
+macro_rules! select_tenant {
+    ($where:literal) => {
+        concat!(
+            "SELECT t.id, t.slug, t.status, t.placement, t.placement_target, ",
+            "t.feature_grants, t.feature_revocations, t.limit_overrides, ",
+            "p.name, p.requests_per_minute, p.burst, p.statement_timeout_ms, ",
+            "p.max_concurrent_transactions, p.features ",
+            "FROM tenants t JOIN plans p ON p.name = t.plan ",
+            $where
+        )
+    };
+}
+
+const BY_ID: &str = select_tenant!("WHERE t.id = $1");
+const BY_SLUG: &str = select_tenant!("WHERE t.slug = $1");
+/// The SECURITY DEFINER function maps the key's hash to its tenant inside the same statement.
+const BY_API_KEY: &str = select_tenant!("WHERE t.id = tenant_for_api_key($1)");
 
 /// Looks tenants up in PostgreSQL (the `tenants` and `plans` tables of the migrations).
 ///
@@ -59,11 +71,10 @@ impl PgTenantStore {
 
     async fn lookup(
         &self,
-        where_clause: &str,
+        sql: &'static str,
         param: &(dyn ToSql + Sync),
         ty: Type,
     ) -> Result<Option<Arc<Tenant>>, StoreError> {
-        let sql = format!("{SELECT}{where_clause}");
         let work = async {
             let client = self.pool.get().await.map_err(|e| match e {
                 PoolError::Backend(e) => StoreError::new(StoreErrorKind::Unavailable, e),
@@ -71,7 +82,7 @@ impl PgTenantStore {
                 other => StoreError::new(StoreErrorKind::Unavailable, other.to_string()),
             })?;
             client
-                .query_typed(&sql, &[(param, ty)])
+                .query_typed(sql, &[(param, ty)])
                 .await
                 .map_err(|e| StoreError::new(StoreErrorKind::Unavailable, e))
         };
@@ -138,18 +149,15 @@ fn tenant_from_row(row: &Row) -> Result<Tenant, StoreError> {
 
 impl TenantStore for PgTenantStore {
     async fn by_id(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, StoreError> {
-        self.lookup("WHERE t.id = $1", id.as_uuid(), Type::UUID)
-            .await
+        self.lookup(BY_ID, id.as_uuid(), Type::UUID).await
     }
 
     async fn by_slug(&self, slug: &Slug) -> Result<Option<Arc<Tenant>>, StoreError> {
-        self.lookup("WHERE t.slug = $1", &slug.as_str(), Type::TEXT)
-            .await
+        self.lookup(BY_SLUG, &slug.as_str(), Type::TEXT).await
     }
 
     async fn by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<Arc<Tenant>>, StoreError> {
         let bytes: &[u8] = hash.as_bytes();
-        self.lookup("WHERE t.id = tenant_for_api_key($1)", &bytes, Type::BYTEA)
-            .await
+        self.lookup(BY_API_KEY, &bytes, Type::BYTEA).await
     }
 }

@@ -482,3 +482,35 @@ async fn axum_extractor_and_error_response() {
         .unwrap();
     assert_eq!(res.status(), 500);
 }
+
+#[tokio::test]
+async fn an_abandoned_transaction_whose_rollback_cannot_finish_is_closed_not_reused() {
+    let (db, a, _) = seeded().await;
+    let rls = builder(&db, 1)
+        .rollback_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let first_pid: i32 = {
+        let client = rls.pool().get().await.unwrap();
+        client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let tenant_db = rls.for_tenant(a.clone());
+    let request = async {
+        let tx = tenant_db.begin().await?;
+        // Still running when the rollback gives up.
+        tx.query("SELECT pg_sleep(2)", &[]).await?;
+        tx.commit().await
+    };
+    assert!(tokio::time::timeout(Duration::from_millis(50), request)
+        .await
+        .is_err());
+    let next_pid = assert_next_checkout_is_clean(&rls, db.admin()).await;
+    assert_ne!(
+        next_pid, first_pid,
+        "the stuck connection was handed out again"
+    );
+}
