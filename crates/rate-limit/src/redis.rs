@@ -80,8 +80,9 @@ pub struct RedisStats {
 
 /// The Redis-backed limiter. Cheap to clone; clones share the client, breaker and caches.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use tenantry_rate_limit::{FailPolicy, RateLimitLayer, RedisLimiter};
 ///

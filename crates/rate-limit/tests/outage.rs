@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use fred::interfaces::ClientLike;
 use tenantry_core::Problem;
 use tenantry_rate_limit::{
     DecisionSource, FailPolicy, Limiter, Quota, RateKey, RateLimitLayer, RedisLimiter,
@@ -126,4 +127,42 @@ async fn each_fail_policy_holds_during_an_outage_and_the_breaker_closes_after() 
         assert!(!l.stats().circuit_open);
     }
     assert_eq!(send(&svc_closed, &t_closed).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_times_out_and_the_script_is_sent_at_most_once() {
+    let server = OwnedRedis::start();
+    let limiter = limiter(&server, FailPolicy::Closed).await;
+    let key = RateKey::new(tenantry_core::TenantId::new_v4(), "api".into());
+    let quota = Quota::per_minute(60, 2).unwrap();
+    // Load the script first, so the stalled call below is a plain EVALSHA.
+    let warm = RateKey::new(tenantry_core::TenantId::new_v4(), "api".into());
+    limiter.check(&warm, quota, one()).await.unwrap();
+
+    // Stall every client of this server for 600 ms.
+    let _: () = limiter
+        .client()
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+            vec!["PAUSE", "600", "ALL"],
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let result = limiter.check(&key, quota, one()).await;
+    assert!(
+        start.elapsed() < TIMEOUT + SLACK,
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(result.is_err(), "Closed policy: no decision without Redis");
+
+    // After the pause the stalled call may have run once (it cannot be taken back), never
+    // twice: with a burst of 2 the next request still passes.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let next = eventually(Duration::from_secs(5), || async {
+        matches!(limiter.check(&key, quota, one()).await, Ok(d) if d.source() == DecisionSource::Primary && d.is_allowed())
+    })
+    .await;
+    assert!(next, "double-counted or never back: {:?}", limiter.stats());
 }
