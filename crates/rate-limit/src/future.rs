@@ -8,20 +8,37 @@ use std::task::{ready, Context, Poll};
 
 use http::{HeaderMap, Response};
 use pin_project_lite::pin_project;
+use tenantry_core::Tenant;
 
 use crate::headers;
 use crate::key::Decision;
 
+/// The policy name in the headers: the layer's, or the tenant's plan name (read when the
+/// headers are written, so no string is copied per request).
+pub(crate) enum PolicyName {
+    Named(Arc<str>),
+    Plan(Arc<Tenant>),
+}
+
+impl PolicyName {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Named(name) => name,
+            Self::Plan(tenant) => tenant.plan().name(),
+        }
+    }
+}
+
 /// What to write on an allowed response.
 pub(crate) struct Stamp {
     pub(crate) decision: Decision,
-    pub(crate) name: Arc<str>,
+    pub(crate) name: PolicyName,
     pub(crate) legacy: bool,
 }
 
 impl Stamp {
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        headers::append(headers, &self.name, &self.decision, self.legacy);
+        headers::append(headers, self.name.as_str(), &self.decision, self.legacy);
     }
 }
 

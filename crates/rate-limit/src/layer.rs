@@ -16,7 +16,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::LimiterError;
-use crate::future::{ResponseFuture, Stamp};
+use crate::future::{PolicyName, ResponseFuture, Stamp};
 use crate::gcra::Quota;
 use crate::headers;
 use crate::key::{Decision, DecisionSource, Limiter, RateKey};
@@ -266,7 +266,7 @@ impl<S, L: Limiter> RateLimit<S, L> {
     fn decide<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
-        tenant: &Tenant,
+        tenant: &Arc<Tenant>,
         cost: u32,
     ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
@@ -293,10 +293,10 @@ impl<S, L: Limiter> RateLimit<S, L> {
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         let key = RateKey::new(tenant.id(), Arc::clone(&shared.policy));
         let mut check = shared.limiter.check(&key, quota, cost);
-        let name: Arc<str> = if shared.named {
-            Arc::clone(&shared.policy)
+        let name = if shared.named {
+            PolicyName::Named(Arc::clone(&shared.policy))
         } else {
-            Arc::from(tenant.plan().name())
+            PolicyName::Plan(Arc::clone(tenant))
         };
         let legacy = shared.legacy_headers;
         let inner = self.inner.clone();
@@ -332,7 +332,7 @@ enum Outcome<B> {
 
 fn outcome<B: From<Bytes>>(
     result: Result<Decision, LimiterError>,
-    name: Arc<str>,
+    name: PolicyName,
     legacy: bool,
 ) -> Outcome<B> {
     match result {

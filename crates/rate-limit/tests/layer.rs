@@ -348,3 +348,52 @@ async fn sweeping_drops_only_replenished_keys() {
     assert_eq!(limiter.len(), 1);
     assert_eq!(send(&svc, &slow).await.status(), 429);
 }
+
+#[tokio::test]
+async fn a_full_local_limiter_answers_503_never_unlimited() {
+    let limiter = LocalLimiter::builder().max_keys(1).build().unwrap();
+    let svc = service(RateLimitLayer::new(limiter));
+    let a = tenant(1, 1); // stays limited for a minute: never swept
+    let b = tenant(1, 1);
+    assert_eq!(send(&svc, &a).await.status(), 200);
+    let res = send(&svc, &b).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.extensions()
+            .get::<tenantry_core::Problem>()
+            .unwrap()
+            .code(),
+        "service_unavailable"
+    );
+    // The limited tenant was not evicted to make room.
+    assert_eq!(send(&svc, &a).await.status(), 429);
+}
+
+#[tokio::test]
+async fn a_plan_with_a_zero_rate_allows_nothing() {
+    let svc = service(layer());
+    let t = tenant(0, 10);
+    let res = send(&svc, &t).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("retry-after").is_none());
+    let t = tenant(10, 0);
+    assert_eq!(send(&svc, &t).await.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_threads_admit_exactly_the_burst() {
+    let svc = service(layer());
+    let t = tenant(100, 100);
+    let tasks: Vec<_> = (0..600)
+        .map(|_| {
+            let svc = svc.clone();
+            let t = t.clone();
+            tokio::spawn(async move { svc.oneshot(request(&t)).await.unwrap().status() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += u32::from(task.await.unwrap() == 200);
+    }
+    assert_eq!(allowed, 100);
+}
