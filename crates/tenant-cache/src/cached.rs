@@ -396,9 +396,37 @@ impl<S: TenantStore> Shared<S> {
         self.by_key.invalidate_all();
     }
 
-    /// The first-level lookup shared by the three keys. `key_tenant` is the tenant the key
-    /// itself names (lookups by id), used to check negative entries against invalidations.
-    async fn lookup<K, Q, F, Fut>(
+    /// The first-level part of a lookup: `Some(answer)` on a current entry. Kept apart from
+    /// the miss path so the future of a hit stays small (the miss path's future, which holds
+    /// the store's and Redis's futures, is boxed only when needed).
+    #[inline]
+    async fn hit<K, Q>(
+        &self,
+        cache: &Cache<K, Entry>,
+        key: &Q,
+        key_tenant: Option<TenantId>,
+    ) -> Option<Option<Arc<Tenant>>>
+    where
+        K: Borrow<Q> + Hash + Eq + Send + Sync + 'static,
+        Q: Hash + Eq + ?Sized,
+    {
+        let entry = cache.get(key).await?;
+        if self.is_current(&entry, key_tenant) {
+            match &entry.tenant {
+                Some(_) => self.counters.hit(),
+                None => self.counters.negative_hit(),
+            }
+            return Some(entry.tenant);
+        }
+        // Stale after an invalidation: drop it so the load replaces it.
+        cache.invalidate(key).await;
+        None
+    }
+
+    /// The miss path shared by the three keys: one load per key at a time (single-flight).
+    /// `key_tenant` is the tenant the key itself names (lookups by id), used to check
+    /// negative entries against invalidations.
+    async fn miss<K, Q, F, Fut>(
         &self,
         cache: &Cache<K, Entry>,
         key: &Q,
@@ -411,17 +439,6 @@ impl<S: TenantStore> Shared<S> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Entry, StoreError>>,
     {
-        if let Some(entry) = cache.get(key).await {
-            if self.is_current(&entry, key_tenant) {
-                match &entry.tenant {
-                    Some(_) => self.counters.hit(),
-                    None => self.counters.negative_hit(),
-                }
-                return Ok(entry.tenant);
-            }
-            // Stale after an invalidation: drop it so the load below replaces it.
-            cache.invalidate(key).await;
-        }
         self.counters.miss();
         let entry = cache
             .try_get_with_by_ref(key, load())
@@ -514,18 +531,25 @@ impl<S: TenantStore> Shared<S> {
 impl<S: TenantStore> TenantStore for CachedStore<S> {
     async fn by_id(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, StoreError> {
         let s = &*self.shared;
-        s.lookup(&s.by_id, &id, Some(id), || s.load_by_id(id)).await
+        if let Some(found) = s.hit(&s.by_id, &id, Some(id)).await {
+            return Ok(found);
+        }
+        Box::pin(s.miss(&s.by_id, &id, Some(id), || s.load_by_id(id))).await
     }
 
     async fn by_slug(&self, slug: &Slug) -> Result<Option<Arc<Tenant>>, StoreError> {
         let s = &*self.shared;
-        s.lookup(&s.by_slug, slug, None, || s.load_by_slug(slug))
-            .await
+        if let Some(found) = s.hit(&s.by_slug, slug, None).await {
+            return Ok(found);
+        }
+        Box::pin(s.miss(&s.by_slug, slug, None, || s.load_by_slug(slug))).await
     }
 
     async fn by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<Arc<Tenant>>, StoreError> {
         let s = &*self.shared;
-        s.lookup(&s.by_key, hash, None, || s.load_by_key(hash))
-            .await
+        if let Some(found) = s.hit(&s.by_key, hash, None).await {
+            return Ok(found);
+        }
+        Box::pin(s.miss(&s.by_key, hash, None, || s.load_by_key(hash))).await
     }
 }
