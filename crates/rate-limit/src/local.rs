@@ -86,9 +86,7 @@ impl Default for LocalLimiter {
 impl LocalLimiter {
     /// A limiter holding at most 1,000,000 active keys, swept every 10 s.
     pub fn new() -> Self {
-        Self::builder()
-            .build()
-            .unwrap_or_else(|_| unreachable!("the default settings are valid"))
+        Self::builder().build_valid()
     }
 
     /// A builder to set the key cap and sweep interval.
@@ -273,6 +271,11 @@ impl LocalLimiterBuilder {
                 "max_keys must be at least 1",
             ));
         }
+        Ok(self.build_valid())
+    }
+
+    /// Builds from settings already checked (`max_keys >= 1`).
+    fn build_valid(self) -> LocalLimiter {
         let parallelism = std::thread::available_parallelism().map_or(4, |n| n.get());
         let shards = (parallelism * 16)
             .next_power_of_two()
@@ -282,7 +285,7 @@ impl LocalLimiterBuilder {
         let hasher = RandomState::default();
         let shard_seed = hasher.hash_one(0xA5A5_u64);
         let clock = Clock::new();
-        Ok(LocalLimiter {
+        LocalLimiter {
             inner: Arc::new(Inner {
                 shards: (0..shards)
                     .map(|_| Shard {
@@ -297,7 +300,7 @@ impl LocalLimiterBuilder {
                 sweep_interval_us: u64::try_from(self.sweep_interval.as_micros())
                     .unwrap_or(u64::MAX),
             }),
-        })
+        }
     }
 }
 
