@@ -88,6 +88,23 @@ fn bench(c: &mut Criterion) {
             }))
         })
     });
+    let prepared = RlsPool::builder(rls.pool().clone())
+        .per_tenant_caps(false)
+        .prepared_context(true)
+        .build()
+        .unwrap();
+    group.bench_function("tenant_tx_one_round_trip_prepared_context", |bench| {
+        bench.to_async(&rt).iter(|| {
+            join_all((0..CONCURRENT).map(|i| {
+                let db = prepared.for_tenant(tenants[i % 2].clone());
+                async move {
+                    let id = *db.tenant().id().as_uuid();
+                    let rows = db.query_typed(SCOPED, &[(&id, Type::UUID)]).await.unwrap();
+                    assert_eq!(rows.len(), 50);
+                }
+            }))
+        })
+    });
     group.bench_function("tenant_tx_begin_query_commit", |bench| {
         bench.to_async(&rt).iter(|| {
             join_all((0..CONCURRENT).map(|i| {
@@ -111,16 +128,25 @@ fn bench(c: &mut Criterion) {
 enum Variant {
     Unscoped,
     OneShot,
+    OneShotPreparedContext,
     BeginQueryCommit,
     RawPipelined,
+    RawPreparedContext,
 }
 
 /// One batch of `CONCURRENT` requests of `variant`; returns its duration.
 async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> Duration {
+    // The same deadpool pool, with the context statement prepared per connection.
+    let prepared = RlsPool::builder(rls.pool().clone())
+        .per_tenant_caps(false)
+        .prepared_context(true)
+        .build()
+        .unwrap();
     let start = Instant::now();
     join_all((0..CONCURRENT).map(|i| {
         let tenant = tenants[i % 2].clone();
         let rls = rls.clone();
+        let prepared = prepared.clone();
         async move {
             let id = *tenant.id().as_uuid();
             let rows = match variant {
@@ -132,6 +158,11 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
                         .unwrap()
                 }
                 Variant::OneShot => rls
+                    .for_tenant(tenant)
+                    .query_typed(SCOPED, &[(&id, Type::UUID)])
+                    .await
+                    .unwrap(),
+                Variant::OneShotPreparedContext => prepared
                     .for_tenant(tenant)
                     .query_typed(SCOPED, &[(&id, Type::UUID)])
                     .await
@@ -162,6 +193,30 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
                     e.unwrap();
                     q.unwrap()
                 }
+                // The floor with the context statement prepared once per connection.
+                Variant::RawPreparedContext => {
+                    let client = rls.pool().get().await.unwrap();
+                    let ctx = client
+                        .prepare_typed_cached(
+                            "SELECT set_config('app.tenant_id', $1, true), \
+                             set_config('statement_timeout', $2, true)",
+                            &[Type::TEXT, Type::TEXT],
+                        )
+                        .await
+                        .unwrap();
+                    let text = id.to_string();
+                    let (b, c, q, e) = futures_util::future::join4(
+                        client.batch_execute("BEGIN"),
+                        client.query(&ctx, &[&text, &"5000"]),
+                        client.query_typed(SCOPED, &[(&id, Type::UUID)]),
+                        client.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    b.unwrap();
+                    c.unwrap();
+                    e.unwrap();
+                    q.unwrap()
+                }
             };
             assert_eq!(rows.len(), 50);
         }
@@ -176,13 +231,15 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
     let variants = [
         Variant::Unscoped,
         Variant::OneShot,
+        Variant::OneShotPreparedContext,
         Variant::BeginQueryCommit,
         Variant::RawPipelined,
+        Variant::RawPreparedContext,
     ];
     for v in variants {
         batch(rls, tenants, v).await; // warm up
     }
-    let rounds = 60;
+    let rounds = 40;
     let mut ratios = vec![Vec::with_capacity(rounds); variants.len()];
     for _ in 0..rounds {
         let times: Vec<Duration> = {

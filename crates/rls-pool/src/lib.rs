@@ -22,6 +22,17 @@
 //! - [`PgTenantStore`] is the [`TenantStore`](tenantry_core::TenantStore) over PostgreSQL.
 //! - [`DbError::to_problem`] maps database errors to problem+json without leaking
 //!   constraint names or values.
+//!
+//! # Round trips and pgbouncer
+//!
+//! | call | statements sent together | round trips |
+//! |---|---|---|
+//! | [`TenantDb::query_typed`] / [`TenantDb::execute_typed`] | `BEGIN`, context, statement, `COMMIT` | 1 |
+//! | [`TenantDb::begin`], then [`TxHandle::query_typed`], then [`TenantTx::commit`] | `BEGIN`, context, statement; then `COMMIT` | 2 |
+//! | [`TxHandle::query`] with a string as the first statement | `BEGIN`, context, `Parse`; then the execution | +1 |
+//!
+//! The `*_typed` methods and string statements work through pgbouncer in transaction mode:
+//! nothing prepared outlives its transaction. [`TxHandle::prepare_cached`] does not.
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod context;

@@ -339,8 +339,10 @@ impl TxHandle {
         self.inner.op(|c| c.execute_typed(sql, params)).await
     }
 
-    /// Prepares a statement, cached on the connection. Through pgbouncer in transaction mode
-    /// use the statement only inside this transaction (or use the `*_typed` methods).
+    /// Prepares a statement, cached on the pooled connection (deadpool's statement cache), so
+    /// later transactions on that connection skip the parse. Not for pgbouncer in transaction
+    /// mode before 1.21: there a cached statement may meet another server connection; use the
+    /// `*_typed` methods, or a string statement (prepared and closed inside its transaction).
     pub async fn prepare_cached(&self, sql: &str) -> Result<Statement, DbError> {
         let inner = &self.inner;
         let client = inner.object()?;
@@ -378,10 +380,29 @@ impl TxInner {
         self.state.store(state, Ordering::SeqCst);
     }
 
+    /// The context statement prepared on this connection, when the pool is configured so.
+    /// On a cache hit this sends nothing; on a miss it costs one round trip, once per
+    /// connection, before the transaction (a prepare reads no data).
+    async fn prepared_context(&self) -> Result<Option<Statement>, DbError> {
+        match (&self.plan.typed, self.pool.prepared_context) {
+            (Some((sql, params)), true) => {
+                let types = [Type::TEXT, Type::TEXT, Type::TEXT];
+                let statement = self
+                    .object()?
+                    .prepare_typed_cached(sql, &types[..params.len()])
+                    .await
+                    .map_err(DbError::from_pg)?;
+                Ok(Some(statement))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The statements that open the transaction, as futures that send on first poll.
     fn opening<'a>(
         &'a self,
         client: &'a Client,
+        prepared: Option<&'a Statement>,
     ) -> (
         impl Future<Output = Result<(), tokio_postgres::Error>> + 'a,
         impl Future<Output = Result<(), tokio_postgres::Error>> + 'a,
@@ -389,15 +410,20 @@ impl TxInner {
         let simple = join_all(self.plan.simple.iter().map(|s| client.batch_execute(s)));
         let simple = async move { simple.await.into_iter().collect::<Result<(), _>>() };
         let typed = async move {
-            match &self.plan.typed {
-                Some((sql, params)) => {
+            match (&self.plan.typed, prepared) {
+                (Some((_, params)), Some(statement)) => {
+                    let params: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                    client.query(statement, &params).await.map(drop)
+                }
+                (Some((sql, params)), None) => {
                     let params: Vec<(&(dyn ToSql + Sync), Type)> = params
                         .iter()
                         .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT))
                         .collect();
                     client.query_typed(sql, &params).await.map(drop)
                 }
-                None => Ok(()),
+                (None, _) => Ok(()),
             }
         };
         (simple, typed)
@@ -414,9 +440,10 @@ impl TxInner {
         match self.state.load(Ordering::SeqCst) {
             OPEN => {}
             NOT_BEGUN => {
+                let prepared = self.prepared_context().await?;
                 // Marked before anything is sent: a drop from here on rolls back.
                 self.state.store(OPEN, Ordering::SeqCst);
-                let (simple, typed) = self.opening(client);
+                let (simple, typed) = self.opening(client, prepared.as_ref());
                 // join (not try_join): every response is awaited, so nothing is left in
                 // flight, and an error of BEGIN or the context wins over the statement's
                 // result, which is then discarded.
@@ -449,8 +476,12 @@ impl TxInner {
     {
         let _serial = self.op_lock.lock().await;
         let client: &Client = self.object()?;
+        if self.state.load(Ordering::SeqCst) != NOT_BEGUN {
+            return Err(DbError::new(DbErrorKind::Closed));
+        }
+        let prepared = self.prepared_context().await?;
         self.state.store(OPEN, Ordering::SeqCst);
-        let (simple, typed) = self.opening(client);
+        let (simple, typed) = self.opening(client, prepared.as_ref());
         // If anything before it failed, the server turns this COMMIT into a ROLLBACK.
         let commit = client.batch_execute("COMMIT");
         let ((b, c), (r, end)) = join(join(simple, typed), join(f(client), commit)).await;

@@ -514,3 +514,31 @@ async fn an_abandoned_transaction_whose_rollback_cannot_finish_is_closed_not_reu
         "the stuck connection was handed out again"
     );
 }
+
+#[tokio::test]
+async fn a_prepared_context_statement_isolates_tenants_and_leaves_connections_clean() {
+    let (db, a, b) = seeded().await;
+    let rls = builder(&db, 1).prepared_context(true).build().unwrap();
+    for i in 0..6 {
+        let (t, expected) = if i % 2 == 0 { (&a, 2) } else { (&b, 1) };
+        let rows = if i % 4 < 2 {
+            rls.for_tenant(t.clone())
+                .query_typed("SELECT tenant_id FROM documents", &[])
+                .await
+                .unwrap()
+        } else {
+            let tx = rls.for_tenant(t.clone()).begin().await.unwrap();
+            let rows = tx
+                .query("SELECT tenant_id FROM documents", &[])
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            rows
+        };
+        assert_eq!(rows.len(), expected);
+        assert!(rows
+            .iter()
+            .all(|r| r.get::<_, uuid::Uuid>(0) == *t.id().as_uuid()));
+        assert_next_checkout_is_clean(&rls, db.admin()).await;
+    }
+}
