@@ -229,6 +229,16 @@ impl TestDb {
         app_config_for(&self.name)
     }
 
+    /// A `postgres://` URL for the application role (for code configured by URL).
+    pub fn app_url(&self) -> String {
+        config_url(&self.app_config())
+    }
+
+    /// A `postgres://` URL for the administrative role.
+    pub fn admin_url(&self) -> String {
+        config_url(&self.admin_config())
+    }
+
     /// A new connection as the application role.
     pub async fn connect_app(&self) -> Client {
         connect(&self.app_config())
@@ -290,6 +300,27 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("testkit: insert document: {e}"))
             .get(0)
     }
+}
+
+/// The URL form of a TCP `Config` (user, password, host, port, database).
+fn config_url(c: &Config) -> String {
+    let host = c
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => None,
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let user = c.get_user().unwrap_or("postgres");
+    let password = c
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = c.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{db}")
 }
 
 fn app_config_for(dbname: &str) -> Config {

@@ -1,0 +1,98 @@
+//! The physical limit of this stack on this machine: the same 50-row document list the example
+//! serves, for one fixed tenant, with `WHERE tenant_id = $1` and nothing else: no middleware, no
+//! RLS (it connects as a role that bypasses it), no transaction.
+//!
+//! `BENCH_DATABASE_URL` (a role that bypasses RLS, e.g. the superuser), `BENCH_TENANT` (a tenant
+//! slug), `BIND` (default 127.0.0.1:3100). Routes: `GET /api/v1/documents`, `GET /hello`.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+#[derive(Clone)]
+struct AppState {
+    pool: deadpool_postgres::Pool,
+    tenant: uuid::Uuid,
+}
+
+#[derive(Serialize)]
+struct Document {
+    id: uuid::Uuid,
+    title: String,
+    created_at: SystemTime,
+}
+
+#[derive(Serialize)]
+struct Page {
+    data: Vec<Document>,
+}
+
+async fn documents(State(s): State<AppState>) -> Result<Json<Page>, axum::http::StatusCode> {
+    let fail = |_| axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let client = s
+        .pool
+        .get()
+        .await
+        .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT id, title, created_at FROM documents WHERE tenant_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT 50",
+        )
+        .await
+        .map_err(fail)?;
+    let rows = client.query(&stmt, &[&s.tenant]).await.map_err(fail)?;
+    Ok(Json(Page {
+        data: rows
+            .iter()
+            .map(|r| Document {
+                id: r.get(0),
+                title: r.get(1),
+                created_at: r.get(2),
+            })
+            .collect(),
+    }))
+}
+
+async fn hello() -> &'static str {
+    "hello"
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let slug = std::env::var("BENCH_TENANT").unwrap_or_else(|_| "acme".into());
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3100".into());
+    let config: tokio_postgres::Config = url.parse()?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()?;
+    let tenant: uuid::Uuid = pool
+        .get()
+        .await?
+        .query_one("SELECT id FROM tenants WHERE slug = $1", &[&slug])
+        .await?
+        .get(0);
+    let app = Router::new()
+        .route("/api/v1/documents", get(documents))
+        .route("/hello", get(hello))
+        .with_state(AppState { pool, tenant });
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Finding (or starting) the database, migrating it, and connecting as each role.
+
+use anyhow::{bail, Context as _};
+use tenantry_testkit::ThrowawayPostgres;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::config::Settings;
+
+/// The database the server uses, and how to reach it as each role.
+#[derive(Debug)]
+pub struct Database {
+    /// The application role (subject to RLS).
+    pub app: Config,
+    /// An administrative role, when configured (or in zero-configuration mode).
+    pub admin: Option<Config>,
+    /// Set in zero-configuration mode: the server owns this cluster; dropping it removes it.
+    pub throwaway: Option<ThrowawayPostgres>,
+}
+
+impl Database {
+    /// With `DATABASE_URL` set, uses it (and `DATABASE_ADMIN_URL` if set). Otherwise starts a
+    /// throwaway cluster, creates a `documents` database and migrates it.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        match &settings.database_url {
+            Some(url) => {
+                let app: Config = url.parse().context("DATABASE_URL is not a valid URL")?;
+                let admin = settings
+                    .database_admin_url
+                    .as_deref()
+                    .map(|u| u.parse::<Config>())
+                    .transpose()
+                    .context("DATABASE_ADMIN_URL is not a valid URL")?;
+                Ok(Self {
+                    app,
+                    admin,
+                    throwaway: None,
+                })
+            }
+            None => {
+                let pg = ThrowawayPostgres::start().map_err(|e| {
+                    anyhow::anyhow!(
+                        "DATABASE_URL is not set, so a throwaway PostgreSQL was to be started, \
+                         but: {e}"
+                    )
+                })?;
+                let root = connect(&pg.config()).await?;
+                root.batch_execute("CREATE DATABASE documents").await?;
+                let mut admin = pg.config();
+                admin.dbname("documents");
+                let mut app = admin.clone();
+                app.user("tenantry_app");
+                Ok(Self {
+                    app,
+                    admin: Some(admin),
+                    throwaway: Some(pg),
+                })
+            }
+        }
+    }
+
+    /// An administrative connection; an error naming the setting when none is configured.
+    pub async fn admin_client(&self) -> anyhow::Result<Client> {
+        match &self.admin {
+            Some(c) => connect(c)
+                .await
+                .context("cannot connect with DATABASE_ADMIN_URL"),
+            None => bail!("this command needs DATABASE_ADMIN_URL (an administrative role)"),
+        }
+    }
+
+    /// Applies the migrations as the administrative role.
+    pub async fn migrate(&self) -> anyhow::Result<tenantry::migrate::Report> {
+        let mut admin = self.admin_client().await?;
+        Ok(tenantry::migrate::run(&mut admin).await?)
+    }
+
+    /// A pool of application-role connections.
+    pub fn app_pool(&self, max_size: usize) -> anyhow::Result<deadpool_postgres::Pool> {
+        let manager = deadpool_postgres::Manager::from_config(
+            self.app.clone(),
+            NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        Ok(deadpool_postgres::Pool::builder(manager)
+            .max_size(max_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(2)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .build()?)
+    }
+}
+
+/// Connects and drives the connection in the background.
+pub async fn connect(config: &Config) -> anyhow::Result<Client> {
+    let (client, conn) = config
+        .connect(NoTls)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "database connection closed");
+        }
+    });
+    Ok(client)
+}

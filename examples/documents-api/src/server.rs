@@ -1,0 +1,500 @@
+//! `serve`: composes every tenantry layer into the documents API.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use axum::Router;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use futures_util::future::Either;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tenantry_cache::{CachedStore, RedisLevel};
+use tenantry_core::problem::{codes, Problem};
+use tenantry_core::{Tenant, TenantId};
+use tenantry_feature_gate::{FeatureRules, RequireFeature};
+use tenantry_rate_limit::{
+    Decision, Limiter, LimiterError, LocalLimiter, Quota, RateKey, RateLimitLayer, RedisLimiter,
+};
+use tenantry_resolve::{HostRules, JwtVerifier, TenantResolveLayer};
+use tenantry_rls_pool::{DoctorReport, PgTenantStore, RlsLayer, RlsPool};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::api;
+use crate::config::Settings;
+use crate::database::Database;
+use crate::{admin, seed};
+
+/// The Redis key prefix of the tenant cache (and its invalidation channel).
+fn cache_prefix(settings: &Settings) -> String {
+    format!("{}:tenants", settings.redis_prefix)
+}
+
+/// The Redis key prefix of the rate limiter.
+fn limit_prefix(settings: &Settings) -> String {
+    format!("{}:ratelimit", settings.redis_prefix)
+}
+
+/// The limiter chosen at start-up: in process, or shared through Redis.
+#[derive(Debug, Clone)]
+enum AppLimiter {
+    Local(LocalLimiter),
+    Redis(RedisLimiter),
+}
+
+impl Limiter for AppLimiter {
+    type Future = Either<<LocalLimiter as Limiter>::Future, <RedisLimiter as Limiter>::Future>;
+
+    fn check(&self, key: &RateKey, quota: Quota, cost: NonZeroU32) -> Self::Future {
+        match self {
+            Self::Local(l) => Either::Left(l.check(key, quota, cost)),
+            Self::Redis(r) => Either::Right(r.check(key, quota, cost)),
+        }
+    }
+}
+
+// `Decision` and `LimiterError` are named so a reader sees what the futures yield.
+const _: fn(Result<Decision, LimiterError>) = |_| {};
+
+type Store = CachedStore<PgTenantStore>;
+
+#[derive(Clone)]
+struct AppState {
+    rls: RlsPool,
+    redis: Option<Client>,
+    limiter: AppLimiter,
+    prometheus: PrometheusHandle,
+}
+
+/// Connects to Redis with a per-command timeout and no retries (each command sent once).
+async fn redis_clients(url: &str) -> anyhow::Result<(Client, SubscriberClient)> {
+    let config = Config::from_url(url).context("REDIS_URL is not a valid Redis URL")?;
+    let mut builder = Builder::from_config(config);
+    builder.set_policy(ReconnectPolicy::new_constant(0, 500));
+    builder.with_performance_config(|p| p.default_command_timeout = Duration::from_millis(200));
+    builder.with_connection_config(|c| c.connection_timeout = Duration::from_secs(2));
+    let client = builder.build()?;
+    let subscriber = builder.build_subscriber_client()?;
+    client.init().await.context("cannot connect to REDIS_URL")?;
+    subscriber
+        .init()
+        .await
+        .context("cannot connect to REDIS_URL")?;
+    Ok((client, subscriber))
+}
+
+fn jwt_verifier(settings: &Settings, secret: Option<&str>) -> anyhow::Result<JwtVerifier> {
+    let builder = JwtVerifier::builder()
+        .issuer(settings.jwt_issuer.clone())
+        .audience(settings.jwt_audience.clone());
+    let builder = match (&settings.jwt_public_key_file, secret) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read JWT_PUBLIC_KEY_FILE {}", path.display()))?;
+            let text = String::from_utf8_lossy(&pem);
+            if text.contains("BEGIN RSA PUBLIC KEY") || text.len() > 400 {
+                builder.rs256_pem(None, &pem)
+            } else if text.contains("MCowBQYDK2Vw") {
+                builder.eddsa_pem(None, &pem)
+            } else {
+                builder.es256_pem(None, &pem)
+            }
+        }
+        (None, Some(secret)) => builder.hs256(secret),
+        (None, None) => bail!(
+            "set JWT_SECRET (HS256) or JWT_PUBLIC_KEY_FILE to verify tokens; only the \
+             zero-configuration mode (no DATABASE_URL) makes up a secret"
+        ),
+    };
+    Ok(builder.build()?)
+}
+
+/// Runs the preflight checks as the application role.
+pub async fn doctor(db: &Database) -> anyhow::Result<DoctorReport> {
+    let pool = db.app_pool(2)?;
+    let rls = RlsPool::builder(pool).build_detecting().await?;
+    Ok(rls.doctor().await)
+}
+
+/// Tells every instance to drop its cached copy of `tenant` (through Redis, when configured).
+pub async fn announce_invalidation(settings: &Settings, tenant: TenantId) -> anyhow::Result<()> {
+    let Some(url) = &settings.redis_url else {
+        tracing::info!(
+            "REDIS_URL is not set: running servers see the change when their cache entries \
+             expire (30 s)"
+        );
+        return Ok(());
+    };
+    let (client, _subscriber) = redis_clients(url).await?;
+    // The cache's own invalidation, on a cache with no local state: it deletes the Redis
+    // entries and publishes on the channel every server listens to.
+    let cache = CachedStore::builder(tenantry_core::InMemoryStore::new())
+        .redis(RedisLevel::new(client, cache_prefix(settings)))
+        .build()?;
+    cache.invalidate(tenant).await?;
+    Ok(())
+}
+
+/// The process-wide metrics recorder (several servers in one test process share it).
+fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let h = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| h).clone())
+}
+
+/// A server started by [`start`]: its address, and how to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight requests finish, and waits for the end.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// Starts the server and runs until SIGTERM or Ctrl-C.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let running = start(settings, true).await?;
+    shutdown_signal().await;
+    running.stop().await?;
+    tracing::info!("stopped; in-flight requests finished");
+    Ok(())
+}
+
+/// Opens the database (or starts a throwaway one), builds the layers, binds
+/// `settings.bind` and serves in the background. `announce` prints the banner (and, in
+/// zero-configuration mode, the demo curl lines).
+pub async fn start(settings: Settings, announce: bool) -> anyhow::Result<Running> {
+    let db = Database::open(&settings).await?;
+    let zero_config = db.throwaway.is_some();
+    if db.admin.is_some() {
+        let report = db.migrate().await?;
+        tracing::info!(applied = ?report.applied, "migrations");
+    }
+    if zero_config {
+        seed::seed(&db.admin_client().await?).await?;
+    }
+    let secret = settings
+        .jwt_secret
+        .clone()
+        .or_else(|| zero_config.then(admin::random_secret));
+    let verifier = jwt_verifier(&settings, secret.as_deref())?;
+
+    let pool = db.app_pool(32)?;
+    let rls = RlsPool::builder(pool.clone())
+        .build_detecting()
+        .await
+        .context("cannot start the database pool")?;
+    let report = rls.doctor().await;
+    if !report.is_ok() {
+        bail!("refusing to serve from an unsafe database:\n{report}");
+    }
+
+    let redis = match &settings.redis_url {
+        Some(url) => Some(redis_clients(url).await?),
+        None => None,
+    };
+    let mut cache = CachedStore::builder(PgTenantStore::new(pool.clone()))
+        .ttl(Duration::from_secs(30))
+        .negative_ttl(Duration::from_secs(5))
+        .max_capacity(100_000);
+    let limiter = match &redis {
+        Some((client, subscriber)) => {
+            cache = cache.redis(
+                RedisLevel::new(client.clone(), cache_prefix(&settings))
+                    .subscriber(subscriber.clone()),
+            );
+            AppLimiter::Redis(
+                RedisLimiter::builder_with_client(client.clone())
+                    .key_prefix(limit_prefix(&settings))
+                    .build()
+                    .await?,
+            )
+        }
+        None => AppLimiter::Local(LocalLimiter::new()),
+    };
+    let store = cache.build()?;
+
+    let mut resolve = TenantResolveLayer::builder(store.clone())
+        .jwt(verifier)
+        .api_keys();
+    if let Some(base) = &settings.base_domain {
+        resolve = resolve.subdomains(HostRules::new([base.as_str()])?);
+    }
+    let resolve = resolve.build()?;
+
+    let prometheus = prometheus_handle()?;
+    let state = AppState {
+        rls: rls.clone(),
+        redis: redis.map(|(c, _)| c),
+        limiter: limiter.clone(),
+        prometheus,
+    };
+    let app = router(state, resolve, limiter, rls)?;
+
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    if announce {
+        println!("documents-api listening on http://{addr}");
+        if zero_config {
+            print_demo(&db, &settings, secret.as_deref(), addr).await?;
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await?;
+        // `db` (and a throwaway cluster with it) is dropped only after the server stopped.
+        drop(db);
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+async fn print_demo(
+    db: &Database,
+    settings: &Settings,
+    secret: Option<&str>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let Some(secret) = secret else { return Ok(()) };
+    let admin = db.admin_client().await?;
+    println!(
+        "\nZero-configuration mode: a throwaway PostgreSQL (removed on exit), in-process cache \
+         and limiter, a random JWT secret for this run. Try:\n"
+    );
+    for (slug, plan, features) in seed::DEMO_TENANTS {
+        let tenant = admin::tenant_by_slug(&admin, slug).await?;
+        let token = admin::sign_token(
+            secret,
+            &settings.jwt_issuer,
+            &settings.jwt_audience,
+            tenant.id,
+            "demo-user",
+            Duration::from_secs(24 * 3600),
+        )?;
+        println!("# {slug} ({plan} plan, extra features: {features:?})");
+        println!("curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/documents\n");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn router(
+    state: AppState,
+    resolve: TenantResolveLayer<Store>,
+    limiter: AppLimiter,
+    rls: RlsPool,
+) -> anyhow::Result<Router> {
+    use axum::routing::{get, post};
+    let tenant_api = Router::new()
+        .route(
+            "/documents",
+            get(api::list_documents).post(api::create_document),
+        )
+        .route(
+            "/documents/{id}",
+            get(api::get_document)
+                .patch(api::patch_document)
+                .delete(api::delete_document),
+        )
+        .route(
+            "/analytics",
+            get(api::analytics).route_layer(RequireFeature::new("analytics")?),
+        )
+        .route(
+            "/webhooks",
+            post(api::create_webhook)
+                .get(api::list_webhooks)
+                .route_layer(RequireFeature::new("custom_webhooks")?),
+        )
+        .route("/whoami", get(api::whoami))
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(resolve)
+                .layer(middleware::from_fn(record_plan))
+                .layer(RateLimitLayer::new(limiter))
+                .layer(FeatureRules::new())
+                .layer(RlsLayer::new(rls)),
+        );
+    Ok(Router::new()
+        .nest("/api/v1", tenant_api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(api::MAX_CONTENT_BYTES + 64 * 1024))
+        .layer(middleware::from_fn(count_requests))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id,
+                        tenant.id = tracing::field::Empty,
+                        tenant.slug = tracing::field::Empty,
+                        tenant.plan = tracing::field::Empty,
+                    )
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state))
+}
+
+/// Records the tenant's plan on the request span (tenant-resolve records id and slug).
+async fn record_plan(req: Request, next: Next) -> Response {
+    if let Some(t) = req.extensions().get::<Arc<Tenant>>() {
+        tracing::Span::current().record("tenant.plan", t.plan().name());
+    }
+    next.run(req).await
+}
+
+/// Counts requests by route and status, and rejections by problem code and plan.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
+    if let Some(problem) = res.extensions().get::<Problem>() {
+        metrics::counter!("http_rejections_total", "code" => problem.code().to_owned())
+            .increment(1);
+    }
+    res
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db_ok = match tokio::time::timeout(Duration::from_secs(2), state.rls.pool().get()).await {
+        Ok(Ok(client)) => client.simple_query("SELECT 1").await.is_ok(),
+        _ => false,
+    };
+    let redis_ok = match &state.redis {
+        None => None,
+        Some(c) => Some(
+            tokio::time::timeout(Duration::from_secs(1), c.ping::<String>(None))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+        ),
+    };
+    if db_ok && redis_ok != Some(false) {
+        axum::Json(serde_json::json!({ "status": "ready", "database": "ok",
+            "redis": redis_ok.map(|_| "ok") }))
+        .into_response()
+    } else {
+        Problem::service_unavailable(format!(
+            "database {}, redis {}",
+            if db_ok { "ok" } else { "unreachable" },
+            match redis_ok {
+                None => "not configured",
+                Some(true) => "ok",
+                Some(false) => "unreachable",
+            }
+        ))
+        .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    if let AppLimiter::Redis(r) = &state.limiter {
+        let s = r.stats();
+        for (name, v) in [
+            ("rate_limit_redis_decisions", s.redis_decisions),
+            ("rate_limit_redis_failures", s.redis_failures),
+            ("rate_limit_negative_cache_hits", s.negative_cache_hits),
+            ("rate_limit_fallback_decisions", s.fallback_decisions),
+            ("rate_limit_fail_open_decisions", s.fail_open_decisions),
+            ("rate_limit_unavailable_decisions", s.unavailable_decisions),
+        ] {
+            metrics::counter!(name).absolute(v);
+        }
+        metrics::gauge!("rate_limit_circuit_open").set(if s.circuit_open { 1.0 } else { 0.0 });
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "Not found").with_detail("No such route.")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+    )
+}
