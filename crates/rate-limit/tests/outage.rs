@@ -166,3 +166,54 @@ async fn a_stalled_redis_times_out_and_the_script_is_sent_at_most_once() {
     .await;
     assert!(next, "double-counted or never back: {:?}", limiter.stats());
 }
+
+/// A `Write` that appends to a shared buffer, for capturing log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_fallback_decision_is_counted_and_logged() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut server = OwnedRedis::start();
+    let limiter = limiter(&server, FailPolicy::Local { share: 0.5 }).await;
+    server.stop();
+    let t = tenant(60, 4);
+    let svc = service(RateLimitLayer::new(limiter.clone()));
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(send(&svc, &t).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(limiter.stats().fallback_decisions, 10);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("FailPolicy::Local"))
+        .collect();
+    assert_eq!(lines.len(), 10, "{logs}");
+    assert!(
+        lines.iter().all(|l| l.contains(&t.id().to_string())),
+        "{logs}"
+    );
+}
