@@ -1,4 +1,4 @@
-//! [`InFlightLayer`]: at most N requests of one tenant in flight at once, each counted until
+//! [`InFlightLimitLayer`]: at most N requests of one tenant in flight at once, each counted until
 //! its response body has been sent (or dropped), so a slow download still counts.
 
 use std::collections::HashMap;
@@ -48,12 +48,12 @@ type Counts = Arc<Mutex<HashMap<TenantId, u32>>>;
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct InFlightLayer {
+pub struct InFlightLimitLayer {
     max: u32,
     counts: Counts,
 }
 
-impl fmt::Debug for InFlightLayer {
+impl fmt::Debug for InFlightLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InFlightLimitLayer")
             .field("max", &self.max)
@@ -61,7 +61,7 @@ impl fmt::Debug for InFlightLayer {
     }
 }
 
-impl InFlightLayer {
+impl InFlightLimitLayer {
     /// At most `max` (at least 1) requests per tenant in flight.
     pub fn new(max: u32) -> Result<Self, ConfigError> {
         if max == 0 {
@@ -77,7 +77,7 @@ impl InFlightLayer {
     }
 }
 
-impl<S> Layer<S> for InFlightLayer {
+impl<S> Layer<S> for InFlightLimitLayer {
     type Service = InFlight<S>;
 
     fn layer(&self, inner: S) -> Self::Service {

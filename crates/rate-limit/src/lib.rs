@@ -28,7 +28,7 @@ mod redis;
 pub use error::{ConfigError, ConfigErrorKind, LimiterError, LimiterErrorKind};
 pub use future::ResponseFuture;
 pub use gcra::{Quota, Verdict, MAX_SPAN_US};
-pub use in_flight::{InFlight, InFlightBody, InFlightLayer as InFlightLimitLayer};
+pub use in_flight::{InFlight, InFlightBody, InFlightFuture, InFlightLimitLayer};
 pub use key::{Decision, DecisionSource, Limiter, RateKey};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use local::{LocalLimiter, LocalLimiterBuilder};
