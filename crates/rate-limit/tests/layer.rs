@@ -397,3 +397,24 @@ async fn concurrent_requests_on_threads_admit_exactly_the_burst() {
     }
     assert_eq!(allowed, 100);
 }
+
+#[tokio::test]
+async fn works_as_an_axum_router_layer() {
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(LocalLimiter::new()).policy("api"));
+    let t = tenant(60, 1);
+    let req = || {
+        let mut r = axum::http::Request::new(axum::body::Body::empty());
+        r.extensions_mut().insert(Arc::clone(&t));
+        r
+    };
+    let res = app.clone().oneshot(req()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["ratelimit"], r#""api";r=0;t=1"#);
+    let res = app.oneshot(req()).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], "rate_limited");
+}
