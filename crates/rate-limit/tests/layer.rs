@@ -405,7 +405,7 @@ async fn works_as_an_axum_router_layer() {
         .layer(RateLimitLayer::new(LocalLimiter::new()).policy("api"));
     let t = tenant(60, 1);
     let req = || {
-        let mut r = axum::http::Request::new(axum::body::Body::empty());
+        let mut r = Request::new(axum::body::Body::empty());
         r.extensions_mut().insert(Arc::clone(&t));
         r
     };
