@@ -36,6 +36,7 @@
 //! and on reconnection the listener resubscribes and drops this instance's whole first level.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -171,6 +172,7 @@ impl RedisLevel {
             negative_ttl: self.negative_ttl,
             subscribed: OnceLock::new(),
             listener: OnceLock::new(),
+            down: AtomicBool::new(false),
         };
         Ok((shared, self.subscriber))
     }
@@ -199,6 +201,8 @@ pub(crate) struct RedisShared {
     negative_ttl: Duration,
     subscribed: OnceLock<watch::Receiver<bool>>,
     listener: OnceLock<AbortHandle>,
+    /// Whether the last command failed (for logging transitions only).
+    down: AtomicBool,
 }
 
 impl Drop for RedisShared {
@@ -248,9 +252,22 @@ impl RedisShared {
         format!("{}:key:{{{}}}", self.prefix, hash.to_hex())
     }
 
+    /// Counts a failed command; logs at `warn` when Redis goes from working to failing (and
+    /// at `debug` after that, so an outage does not flood the logs).
     fn failed(&self, counters: &Counters, what: &str, e: &Error) {
         counters.redis_error();
-        tracing::warn!(error = %e, prefix = %self.prefix, "tenant cache: Redis {what} failed; using the store");
+        if self.down.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %e, prefix = %self.prefix, "tenant cache: Redis {what} failed; using the store");
+        } else {
+            tracing::warn!(error = %e, prefix = %self.prefix, "tenant cache: Redis unavailable ({what} failed); lookups go to the store until it answers again");
+        }
+    }
+
+    /// Notes a command that worked; logs once when Redis is back.
+    fn worked(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!(prefix = %self.prefix, "tenant cache: Redis available again");
+        }
     }
 
     async fn read_gen(&self, counters: &Counters) -> Option<Gen> {
@@ -280,7 +297,10 @@ impl RedisShared {
             .mget(vec![self.rec_key(id), self.inv_key(id)])
             .await
         {
-            Ok(v) => v,
+            Ok(v) => {
+                self.worked();
+                v
+            }
             Err(e) => {
                 self.failed(counters, "read", &e);
                 return Err(());
@@ -333,7 +353,10 @@ impl RedisShared {
         counters: &Counters,
     ) -> Lookup {
         let mapping = match self.client.get::<Option<String>, _>(key).await {
-            Ok(m) => m,
+            Ok(m) => {
+                self.worked();
+                m
+            }
             Err(e) => {
                 self.failed(counters, "read", &e);
                 return Lookup::Miss(None);
