@@ -20,6 +20,32 @@ use tower_service::Service;
 use crate::error::{ConfigError, ConfigErrorKind};
 
 type Counts = Arc<Mutex<HashMap<TenantId, u32>>>;
+type CapFn = dyn Fn(&Tenant) -> Option<u32> + Send + Sync;
+
+/// The cap of one tenant: the same for all, or computed from the tenant (its plan).
+#[derive(Clone)]
+enum Cap {
+    Fixed(u32),
+    PerTenant(Arc<CapFn>),
+}
+
+impl Cap {
+    fn of(&self, tenant: &Tenant) -> Option<u32> {
+        match self {
+            Self::Fixed(n) => Some(*n),
+            Self::PerTenant(f) => f(tenant),
+        }
+    }
+}
+
+impl fmt::Debug for Cap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::PerTenant(_) => f.write_str("per tenant"),
+        }
+    }
+}
 
 /// Caps the requests of one tenant in flight (until the response body ends). Over the cap a
 /// request gets 503 `tenant_busy` with `Retry-After: 1`.
@@ -49,7 +75,7 @@ type Counts = Arc<Mutex<HashMap<TenantId, u32>>>;
 /// ```
 #[derive(Clone)]
 pub struct InFlightLimitLayer {
-    max: u32,
+    max: Cap,
     counts: Counts,
 }
 
@@ -71,9 +97,21 @@ impl InFlightLimitLayer {
             ));
         }
         Ok(Self {
-            max,
+            max: Cap::Fixed(max),
             counts: Arc::default(),
         })
+    }
+
+    /// A cap computed from each tenant (for example from its plan); `None` means no cap for
+    /// that tenant, and `Some(0)` refuses all its requests.
+    pub fn per_tenant<F>(cap: F) -> Self
+    where
+        F: Fn(&Tenant) -> Option<u32> + Send + Sync + 'static,
+    {
+        Self {
+            max: Cap::PerTenant(Arc::new(cap)),
+            counts: Arc::default(),
+        }
     }
 }
 
@@ -83,7 +121,7 @@ impl<S> Layer<S> for InFlightLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlight {
             inner,
-            max: self.max,
+            max: self.max.clone(),
             counts: Arc::clone(&self.counts),
         }
     }
@@ -93,7 +131,7 @@ impl<S> Layer<S> for InFlightLimitLayer {
 #[derive(Clone)]
 pub struct InFlight<S> {
     inner: S,
-    max: u32,
+    max: Cap,
     counts: Counts,
 }
 
@@ -153,7 +191,11 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let Some(tenant) = req.extensions().get::<Arc<Tenant>>().map(|t| t.id()) else {
+        let Some((tenant, max)) = req
+            .extensions()
+            .get::<Arc<Tenant>>()
+            .map(|t| (t.id(), self.max.of(t)))
+        else {
             return InFlightFuture::respond(
                 Problem::misconfigured(
                     "InFlightLimitLayer found no tenant in the request: is TenantResolveLayer \
@@ -162,7 +204,17 @@ where
                 .into_response(),
             );
         };
-        let Some(permit) = Permit::acquire(&self.counts, tenant, self.max) else {
+        let Some(max) = max else {
+            // No cap for this tenant.
+            let inner = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, inner);
+            return InFlightFuture {
+                future: Some(inner.call(req)),
+                permit: None,
+                response: None,
+            };
+        };
+        let Some(permit) = Permit::acquire(&self.counts, tenant, max) else {
             return InFlightFuture::respond(
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -170,8 +222,7 @@ where
                     "Too many requests in flight",
                 )
                 .with_detail(format!(
-                    "At most {} requests of one tenant may be in flight at once.",
-                    self.max
+                    "At most {max} requests of this tenant may be in flight at once."
                 ))
                 .with_header(http::header::RETRY_AFTER, http::HeaderValue::from(1u32))
                 .into_response(),

@@ -418,3 +418,35 @@ async fn works_as_an_axum_router_layer() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["code"], "rate_limited");
 }
+
+#[tokio::test]
+async fn in_flight_cap_can_come_from_the_tenant_plan() {
+    let layer = InFlightLimitLayer::per_tenant(|t| match t.plan().name() {
+        "free" => Some(1),
+        "pro" => Some(2),
+        _ => None,
+    });
+    // Bodies that do not end during the test: every response holds its permit.
+    let senders = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = Arc::clone(&senders);
+    let svc = layer.layer(service_fn(move |_req: Request<Full<Bytes>>| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        s.lock().unwrap().push(tx);
+        async move { Ok::<_, std::convert::Infallible>(Response::new(Gate(Some(rx)))) }
+    }));
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for (plan, n) in [(Plan::free(), 3), (Plan::pro(), 4), (Plan::enterprise(), 5)] {
+        let t = tenant_with(TenantId::new_v4(), plan, 60, 60);
+        let mut these = Vec::new();
+        for _ in 0..n {
+            let res = svc.clone().oneshot(request(&t)).await.unwrap();
+            these.push(res.status().as_u16());
+            held.push(res);
+        }
+        statuses.push(these);
+    }
+    assert_eq!(statuses[0], vec![200, 503, 503]);
+    assert_eq!(statuses[1], vec![200, 200, 503, 503]);
+    assert_eq!(statuses[2], vec![200; 5]);
+}
