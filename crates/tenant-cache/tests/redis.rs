@@ -298,3 +298,41 @@ async fn works_on_a_three_node_redis_cluster() {
         TenantStatus::Suspended
     );
 }
+
+/// A load that read the store before an invalidation and writes to Redis after it must not
+/// be served from Redis afterwards (its write is stamped with the generation it started at).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_write_that_raced_with_an_invalidation_is_not_served() {
+    let redis = TestRedis::new().await;
+    let backing = InMemoryStore::new();
+    let (id, slug, _) = add_tenant(&backing, "raced");
+    let slow = CountingStore::over(&backing);
+    slow.set_delay(Duration::from_millis(300));
+    let a = instance(redis.url(), redis.prefix(), slow.clone()).await;
+    let b = instance(redis.url(), redis.prefix(), CountingStore::over(&backing)).await;
+
+    // `a` reads the active record now and writes it to Redis in 300 ms.
+    let in_flight = tokio::spawn({
+        let a = a.clone();
+        async move { a.by_id(id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    backing.insert(tenant(id, &slug, TenantStatus::Suspended));
+    b.invalidate(id).await.unwrap();
+    assert!(in_flight.await.unwrap().unwrap().unwrap().is_active());
+
+    // A fresh instance must not take the raced record from Redis.
+    let c_store = CountingStore::over(&backing);
+    let c = instance(redis.url(), redis.prefix(), c_store.clone()).await;
+    assert_eq!(
+        c.by_id(id).await.unwrap().unwrap().status(),
+        TenantStatus::Suspended
+    );
+    assert_eq!(c_store.queries(), 1, "the raced Redis record was ignored");
+    // And `a` itself does not keep it either.
+    slow.set_delay(Duration::ZERO);
+    assert_eq!(
+        a.by_id(id).await.unwrap().unwrap().status(),
+        TenantStatus::Suspended
+    );
+}
