@@ -83,6 +83,9 @@ fn encode_cursor(created_at: SystemTime, id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{micros}.{id}"))
 }
 
+/// 9999-12-31T23:59:59.999999Z in microseconds since the Unix epoch: the latest cursor time.
+const MAX_CURSOR_MICROS: u64 = 253_402_300_799_999_999;
+
 fn decode_cursor(cursor: &str) -> Result<(SystemTime, Uuid), ApiError> {
     let bad = || {
         invalid(
@@ -96,6 +99,11 @@ fn decode_cursor(cursor: &str) -> Result<(SystemTime, Uuid), ApiError> {
     let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
     let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
     let micros: u64 = micros.parse().map_err(|_| bad())?;
+    // No document is created after 9999-12-31; a later time would wrap when sent to
+    // PostgreSQL (whose timestamps are i64 microseconds since 2000) and page from nonsense.
+    if micros > MAX_CURSOR_MICROS {
+        return Err(bad());
+    }
     let id: Uuid = id.parse().map_err(|_| bad())?;
     let at = UNIX_EPOCH
         .checked_add(Duration::from_micros(micros))
@@ -456,6 +464,14 @@ mod tests {
         for bad in ["", "!!", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ"] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
+        let beyond = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{}.{id}", MAX_CURSOR_MICROS + 1));
+        assert!(
+            decode_cursor(&beyond).is_err(),
+            "a time past 9999 is no cursor"
+        );
+        let last = UNIX_EPOCH + Duration::from_micros(MAX_CURSOR_MICROS);
+        assert_eq!(decode_cursor(&encode_cursor(last, id)).unwrap(), (last, id));
     }
 
     #[test]
