@@ -1,0 +1,151 @@
+//! Two server instances sharing PostgreSQL and Redis: the rate limit holds across both, and a
+//! tenant suspended through one is refused by the other.
+
+mod api_common;
+
+use std::time::{Duration, Instant};
+
+use api_common::*;
+use documents_api::{admin, server};
+use reqwest::Method;
+use tenantry_core::TenantStatus;
+
+/// A quota of N split across two instances: exactly N requests succeed in total, the rest are
+/// 429 on whichever instance they reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_across_two_instances() {
+    const QUOTA: u32 = 6;
+    let db = tenantry_testkit::TestDb::new().await;
+    let redis = tenantry_testkit::TestRedis::new().await;
+    let t = tenant(&db, "shared-quota", "pro", &[]).await;
+    let neighbour = tenant(&db, "neighbour", "pro", &[]).await;
+    set_quota(&db, t.id, QUOTA).await;
+    let one = Server::start(settings(&db, Some(&redis))).await;
+    let two = Server::start(settings(&db, Some(&redis))).await;
+
+    let mut ok = [0u32; 2];
+    let mut limited = [0u32; 2];
+    for i in 0..(2 * QUOTA as usize) {
+        let (srv, n) = if i % 2 == 0 { (&one, 0) } else { (&two, 1) };
+        let got =
+            send(srv.as_tenant(Method::GET, "/api/v1/whoami", &t, CREDS[i % 3], &Sel::None)).await;
+        match got.0.as_u16() {
+            200 => ok[n] += 1,
+            429 => {
+                assert_problem(&format!("request {i}"), &got, 429, "rate_limited");
+                assert!(got.1.contains_key("retry-after"));
+                limited[n] += 1;
+            }
+            s => panic!("request {i}: unexpected {s}: {}", got.2),
+        }
+    }
+    assert_eq!(
+        ok[0] + ok[1],
+        QUOTA,
+        "exactly the quota succeeds across both: {ok:?}"
+    );
+    assert!(ok[0] > 0 && ok[1] > 0, "both instances served: {ok:?}");
+    assert!(
+        limited[0] > 0 && limited[1] > 0,
+        "both instances refused: {limited:?}"
+    );
+    let got = send(two.as_tenant(
+        Method::GET,
+        "/api/v1/whoami",
+        &neighbour,
+        Cred::Jwt,
+        &Sel::None,
+    ))
+    .await;
+    assert_eq!(got.0, 200, "another tenant is not limited");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// `tenant suspend` through one instance (the admin function and the invalidation it
+/// announces) is honoured by another instance that has the tenant cached, within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_announced_on_one_instance_is_honoured_by_the_other() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let redis = tenantry_testkit::TestRedis::new().await;
+    let t = tenant(&db, "to-suspend", "pro", &[]).await;
+    let bystander = tenant(&db, "bystander", "pro", &[]).await;
+    let cfg = settings(&db, Some(&redis));
+    let one = Server::start(cfg.clone()).await;
+    let two = Server::start(cfg.clone()).await;
+
+    // Both instances serve the tenant, so both have it cached (positive cache TTL: 30 s).
+    for srv in [&one, &two] {
+        for cred in [Cred::Jwt, Cred::ApiKeyHeader] {
+            let got =
+                send(srv.as_tenant(Method::GET, "/api/v1/documents", &t, cred, &Sel::None)).await;
+            assert_eq!(got.0, 200, "{}", got.2);
+        }
+    }
+
+    // `documents-api tenant suspend`, as run against instance one's configuration.
+    admin::set_status(db.admin(), &t.slug, TenantStatus::Suspended)
+        .await
+        .unwrap();
+    server::announce_invalidation(&cfg, t.id).await.unwrap();
+    let announced = Instant::now();
+
+    let mut delay = None;
+    while announced.elapsed() < Duration::from_secs(2) {
+        let got =
+            send(two.as_tenant(Method::GET, "/api/v1/documents", &t, Cred::Jwt, &Sel::None)).await;
+        if got.0 == 403 {
+            assert_problem("suspended on two", &got, 403, "tenant_unavailable");
+            delay = Some(announced.elapsed());
+            break;
+        }
+        assert_eq!(got.0, 200, "{}", got.2);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delay =
+        delay.expect("instance two still serves the suspended tenant 2 s after the announcement");
+    eprintln!("suspend propagation delay to the other instance: {delay:?}");
+    for (name, srv) in [("one", &one), ("two", &two)] {
+        for cred in CREDS {
+            let got =
+                send(srv.as_tenant(Method::GET, "/api/v1/whoami", &t, cred, &Sel::None)).await;
+            assert_problem(
+                &format!("suspended on {name} with {cred:?}"),
+                &got,
+                403,
+                "tenant_unavailable",
+            );
+        }
+        let got = send(srv.as_tenant(
+            Method::GET,
+            "/api/v1/whoami",
+            &bystander,
+            Cred::Jwt,
+            &Sel::None,
+        ))
+        .await;
+        assert_eq!(got.0, 200, "the bystander is still served by {name}");
+    }
+
+    // Reactivation propagates the same way.
+    admin::set_status(db.admin(), &t.slug, TenantStatus::Active)
+        .await
+        .unwrap();
+    server::announce_invalidation(&cfg, t.id).await.unwrap();
+    let announced = Instant::now();
+    loop {
+        let got =
+            send(one.as_tenant(Method::GET, "/api/v1/whoami", &t, Cred::Jwt, &Sel::None)).await;
+        if got.0 == 200 {
+            break;
+        }
+        assert!(
+            announced.elapsed() < Duration::from_secs(2),
+            "reactivation not seen in 2 s: {}",
+            got.2
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    one.stop().await;
+    two.stop().await;
+}
