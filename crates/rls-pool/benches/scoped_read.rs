@@ -225,9 +225,12 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
     start.elapsed()
 }
 
-/// The machine this runs on is shared and noisy: alternate the variants batch by batch and
-/// report the median of the per-round ratios, which noise affects far less than separate runs.
+/// The machine this runs on is shared and noisy: alternate the variants round by round (each
+/// round runs `BATCHES` batches of one variant), then compare the fastest rounds (least
+/// disturbed by other processes) and the median rounds.
 async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
+    const BATCHES: usize = 8;
+    const ROUNDS: usize = 25;
     let variants = [
         Variant::Unscoped,
         Variant::OneShot,
@@ -237,29 +240,27 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
         Variant::RawPreparedContext,
     ];
     for v in variants {
-        batch(rls, tenants, v).await; // warm up
+        batch(rls, tenants, v).await; // warm up: connections, caches
     }
-    let rounds = 40;
-    let mut ratios = vec![Vec::with_capacity(rounds); variants.len()];
-    for _ in 0..rounds {
-        let times: Vec<Duration> = {
-            let mut t = Vec::new();
-            for v in variants {
-                t.push(batch(rls, tenants, v).await);
+    let mut rounds = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    for _ in 0..ROUNDS {
+        for (i, v) in variants.iter().enumerate() {
+            let mut total = Duration::ZERO;
+            for _ in 0..BATCHES {
+                total += batch(rls, tenants, *v).await;
             }
-            t
-        };
-        for (i, t) in times.iter().enumerate() {
-            ratios[i].push(times[0].as_secs_f64() / t.as_secs_f64());
+            rounds[i].push(total.as_secs_f64());
         }
     }
-    for (v, mut r) in variants.iter().zip(ratios) {
+    for r in &mut rounds {
         r.sort_by(f64::total_cmp);
+    }
+    let (best, median) = (rounds[0][0], rounds[0][ROUNDS / 2]);
+    for (v, r) in variants.iter().zip(&rounds) {
         eprintln!(
-            "throughput vs unscoped, {v:?}: median {:.2}x (p25 {:.2}x, p75 {:.2}x)",
-            r[r.len() / 2],
-            r[r.len() / 4],
-            r[r.len() * 3 / 4]
+            "throughput vs unscoped, {v:?}: fastest rounds {:.2}x, median rounds {:.2}x",
+            best / r[0],
+            median / r[ROUNDS / 2],
         );
     }
 }

@@ -9,6 +9,13 @@ use tenantry_core::TenantId;
 use crate::error::{DbError, DbErrorKind};
 
 /// How the tenant context is set inside a transaction.
+///
+/// ```
+/// use tenantry_rls_pool::ContextMode;
+///
+/// // Bound parameters unless told (or detected) otherwise.
+/// assert_eq!(ContextMode::default(), ContextMode::Postgres);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ContextMode {

@@ -20,6 +20,15 @@ pub struct Check {
 
 /// The result of [`RlsPool::doctor`](crate::RlsPool::doctor). A server must refuse to start
 /// unless [`is_ok`](Self::is_ok).
+///
+/// ```no_run
+/// # async fn start(rls: tenantry_rls_pool::RlsPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let report = rls.doctor().await.into_result()?; // refuses to serve on any failure
+/// for check in report.checks() {
+///     println!("{}: {}", check.name, check.detail);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoctorReport {
     checks: Vec<Check>,

@@ -38,6 +38,18 @@ const BY_API_KEY: &str = select_tenant!("WHERE t.id = tenant_for_api_key($1)");
 /// through pgbouncer in transaction mode). An API key is resolved by the `SECURITY DEFINER`
 /// function `tenant_for_api_key(bytea)` inside the same statement. A database outage or a
 /// slow database is a [`StoreError`] (`Unavailable` or `Timeout`), never a panic.
+///
+/// ```no_run
+/// use tenantry_core::{ApiKeyHash, TenantStore};
+/// use tenantry_rls_pool::PgTenantStore;
+///
+/// # async fn demo(app_role_pool: deadpool_postgres::Pool) -> Result<(), tenantry_core::StoreError> {
+/// let store = PgTenantStore::new(app_role_pool);
+/// if let Some(tenant) = store.by_api_key(&ApiKeyHash::of("sk_live_...")).await? {
+///     println!("{} on plan {}", tenant.slug(), tenant.plan().name());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PgTenantStore {
     pool: Pool,
