@@ -149,3 +149,47 @@ async fn suspend_announced_on_one_instance_is_honoured_by_the_other() {
     one.stop().await;
     two.stop().await;
 }
+
+/// The same under concurrency: 3 × the quota sent at once, alternating between two
+/// instances, lets exactly the quota through; afterwards both instances refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_exact_under_concurrent_requests_across_instances() {
+    const QUOTA: u32 = 8;
+    let db = tenantry_testkit::TestDb::new().await;
+    let redis = tenantry_testkit::TestRedis::new().await;
+    let t = tenant(&db, "concurrent-quota", "pro", &[]).await;
+    set_quota(&db, t.id, QUOTA).await;
+    let one = Server::start(settings(&db, Some(&redis))).await;
+    let two = Server::start(settings(&db, Some(&redis))).await;
+    // Cold caches on purpose: the first lookups race too.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..(3 * QUOTA as usize) {
+        let srv = if i % 2 == 0 { &one } else { &two };
+        let rb = srv.as_tenant(Method::GET, "/api/v1/whoami", &t, CREDS[i % 3], &Sel::None);
+        set.spawn(async move { send(rb).await });
+    }
+    let (mut ok, mut limited) = (0, 0);
+    while let Some(res) = set.join_next().await {
+        let got = res.expect("request task");
+        match got.0.as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert_problem("concurrent", &got, 429, "rate_limited");
+                limited += 1;
+            }
+            s => panic!("unexpected {s}: {}", got.2),
+        }
+    }
+    assert_eq!(
+        (ok, limited),
+        (QUOTA, 2 * QUOTA),
+        "exactly the quota succeeds"
+    );
+    for srv in [&one, &two] {
+        let got =
+            send(srv.as_tenant(Method::GET, "/api/v1/whoami", &t, Cred::Jwt, &Sel::None)).await;
+        assert_problem("after the quota", &got, 429, "rate_limited");
+    }
+    one.stop().await;
+    two.stop().await;
+}

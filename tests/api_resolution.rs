@@ -476,3 +476,113 @@ async fn missing_feature_is_403_feature_not_available() {
     );
     srv.stop().await;
 }
+
+/// Host headers are read as documented (port stripped, case folded, one trailing dot), other
+/// hosts select nothing, and an untrusted `X-Forwarded-Host` is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_variants_select_the_named_tenant_or_nothing() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let a = tenant(&db, "host-a", "pro", &[]).await;
+    let b = tenant(&db, "host-b", "pro", &[]).await;
+    let srv = Server::start(settings(&db, None)).await;
+    let selects_b = [
+        format!("{}.{BASE_DOMAIN}", b.slug),
+        format!("{}.{BASE_DOMAIN}:8443", b.slug),
+        format!("{}.{}.", b.slug.to_uppercase(), BASE_DOMAIN.to_uppercase()),
+    ];
+    let selects_nothing = [
+        BASE_DOMAIN.to_owned(),
+        format!("www.{BASE_DOMAIN}"),
+        format!("x.{}.{BASE_DOMAIN}", b.slug),
+        format!("{}.{BASE_DOMAIN}.evil.test", b.slug),
+        format!("{}.other.test", b.slug),
+        "127.0.0.1".to_owned(),
+    ];
+    for cred in CREDS {
+        for host in &selects_b {
+            let got = send(
+                a.credential(srv.request(Method::GET, "/api/v1/whoami"), cred)
+                    .header("host", host),
+            )
+            .await;
+            assert_problem(
+                &format!("A {cred:?} on {host}"),
+                &got,
+                403,
+                "tenant_mismatch",
+            );
+            let got = send(
+                b.credential(srv.request(Method::GET, "/api/v1/whoami"), cred)
+                    .header("host", host),
+            )
+            .await;
+            assert_eq!(got.0, 200, "B {cred:?} on {host}: {}", got.2);
+            assert_eq!(got.2["tenant"]["slug"], b.slug);
+        }
+        for host in &selects_nothing {
+            let got = send(
+                a.credential(srv.request(Method::GET, "/api/v1/whoami"), cred)
+                    .header("host", host),
+            )
+            .await;
+            assert_eq!(got.0, 200, "A {cred:?} on {host} (no selector): {}", got.2);
+            assert_eq!(got.2["tenant"]["slug"], a.slug, "{host}");
+        }
+        let got = send(
+            a.credential(srv.request(Method::GET, "/api/v1/whoami"), cred)
+                .header("x-forwarded-host", format!("{}.{BASE_DOMAIN}", b.slug)),
+        )
+        .await;
+        assert_eq!(got.0, 200, "X-Forwarded-Host is not trusted: {}", got.2);
+        assert_eq!(got.2["tenant"]["slug"], a.slug);
+    }
+    srv.stop().await;
+}
+
+/// Malformed credential headers are 401 invalid_credentials, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_credential_headers_are_401() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let a = tenant(&db, "cred-hdr", "pro", &[]).await;
+    let srv = Server::start(settings(&db, None)).await;
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"Bearer \xe9\xff").unwrap();
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "empty bearer",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .header("authorization", "Bearer "),
+        ),
+        (
+            "non-ASCII bearer",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .header("authorization", non_ascii),
+        ),
+        (
+            "two Authorization headers",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .header("authorization", format!("Bearer {}", a.token))
+                .header("authorization", format!("Bearer {}", a.token)),
+        ),
+        (
+            "two X-API-Key headers",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .header("x-api-key", &a.api_key)
+                .header("x-api-key", &a.api_key),
+        ),
+        (
+            "empty X-API-Key",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .header("x-api-key", ""),
+        ),
+        (
+            "huge bearer",
+            srv.request(Method::GET, "/api/v1/whoami")
+                .bearer_auth("a.b.".to_owned() + &"c".repeat(16 * 1024)),
+        ),
+    ];
+    for (what, rb) in cases {
+        let got = send(rb).await;
+        assert_problem(what, &got, 401, "invalid_credentials");
+    }
+    srv.stop().await;
+}
