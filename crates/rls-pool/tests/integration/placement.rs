@@ -146,3 +146,28 @@ async fn an_invalid_database_dsn_is_an_error_not_a_panic() {
     assert!(!err.to_string().contains("hunter2"));
     assert!(!format!("{:?}", err.to_problem()).contains("hunter2"));
 }
+
+#[tokio::test]
+async fn idle_database_pools_are_evicted() {
+    let (db, _, _) = seeded().await;
+    let rls = builder(&db, 1)
+        .database_pool_idle(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut keep = Vec::new();
+    for i in 0..2 {
+        let other = TestDb::new().await;
+        let id = other.create_tenant("db-t", "pro").await;
+        other.insert_document(id, "mine").await;
+        let t = Arc::new(
+            Tenant::builder(id, Slug::new("db-t").unwrap(), Plan::pro())
+                .placement(Placement::Database(dsn(&other.app_config()).into()))
+                .build(),
+        );
+        assert_eq!(titles(rls.for_tenant(t)).await.unwrap(), ["mine"]);
+        // Well under the bound of 32 pools: only idleness can have removed the first.
+        assert_eq!(rls.database_pool_count(), 1, "round {i}");
+        keep.push(other);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
