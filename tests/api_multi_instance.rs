@@ -193,3 +193,137 @@ async fn rate_limit_is_exact_under_concurrent_requests_across_instances() {
     one.stop().await;
     two.stop().await;
 }
+
+/// A plan change announced through one instance reaches the other: a feature the old plan
+/// lacked (403 feature_not_available) is served once the upgrade is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_upgrade_announced_on_one_instance_opens_the_feature_on_the_other() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let redis = tenantry_testkit::TestRedis::new().await;
+    let t = tenant(&db, "upgrader", "free", &[]).await;
+    let cfg = settings(&db, Some(&redis));
+    let one = Server::start(cfg.clone()).await;
+    let two = Server::start(cfg.clone()).await;
+    for srv in [&one, &two] {
+        let got = send(srv.as_tenant(
+            Method::GET,
+            "/api/v1/analytics",
+            &t,
+            Cred::ApiKeyBearer,
+            &Sel::None,
+        ))
+        .await;
+        let body = assert_problem("free plan", &got, 403, "feature_not_available");
+        assert_eq!(body["plan"], "free");
+    }
+    admin::set_plan(db.admin(), &t.slug, "pro").await.unwrap();
+    server::announce_invalidation(&cfg, t.id).await.unwrap();
+    let announced = Instant::now();
+    loop {
+        let got = send(two.as_tenant(
+            Method::GET,
+            "/api/v1/analytics",
+            &t,
+            Cred::ApiKeyBearer,
+            &Sel::None,
+        ))
+        .await;
+        if got.0 == 200 {
+            break;
+        }
+        assert_problem(
+            "before the upgrade is seen",
+            &got,
+            403,
+            "feature_not_available",
+        );
+        assert!(
+            announced.elapsed() < Duration::from_secs(2),
+            "upgrade not seen in 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("plan change propagation delay: {:?}", announced.elapsed());
+    let got = send(one.as_tenant(Method::GET, "/api/v1/whoami", &t, Cred::Jwt, &Sel::None)).await;
+    assert_eq!(got.2["tenant"]["plan"], "pro");
+    one.stop().await;
+    two.stop().await;
+}
+
+/// Redis going away is never a 500: requests are served or refused with 503 problem+json
+/// (within the client's timeout), /readyz says 503, and service resumes when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_is_served_or_503_never_500() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let mut owned = tenantry_testkit::OwnedRedis::start();
+    let cached = tenant(&db, "cached", "pro", &[]).await;
+    let cold = tenant(&db, "cold", "pro", &[]).await;
+    let mut cfg = settings(&db, None);
+    cfg.redis_url = Some(owned.url());
+    let srv = Server::start(cfg).await;
+    let got = send(srv.as_tenant(
+        Method::GET,
+        "/api/v1/documents",
+        &cached,
+        Cred::Jwt,
+        &Sel::None,
+    ))
+    .await;
+    assert_eq!(got.0, 200);
+    let got = send(srv.request(Method::GET, "/readyz")).await;
+    assert_eq!(got.0, 200, "{}", got.2);
+
+    owned.stop();
+    let mut statuses = Vec::new();
+    for (t, cred) in [
+        (&cached, Cred::Jwt),
+        (&cold, Cred::Jwt),
+        (&cached, Cred::ApiKeyHeader),
+        (&cold, Cred::ApiKeyBearer),
+    ] {
+        let started = Instant::now();
+        let got = send(srv.as_tenant(Method::GET, "/api/v1/documents", t, cred, &Sel::None)).await;
+        match got.0.as_u16() {
+            200 => {}
+            503 => {
+                assert_problem_shape_any(&format!("{} {cred:?} during the outage", t.slug), &got);
+            }
+            s => panic!("{} {cred:?} during the outage: {s} {}", t.slug, got.2),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered promptly"
+        );
+        statuses.push(got.0.as_u16());
+    }
+    eprintln!("statuses during the Redis outage: {statuses:?}");
+    let got = send(srv.request(Method::GET, "/readyz")).await;
+    assert_eq!(got.0, 503, "readyz during the outage: {}", got.2);
+    assert_eq!(got.2["code"], "service_unavailable");
+
+    owned.restart();
+    let back = Instant::now();
+    loop {
+        let ready = send(srv.request(Method::GET, "/readyz")).await;
+        let got = send(srv.as_tenant(
+            Method::GET,
+            "/api/v1/documents",
+            &cold,
+            Cred::Jwt,
+            &Sel::None,
+        ))
+        .await;
+        if ready.0 == 200 && got.0 == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not recovered 10 s after Redis came back: {} {}",
+            ready.2,
+            got.2
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("recovery after Redis restart: {:?}", back.elapsed());
+    srv.stop().await;
+}

@@ -354,3 +354,21 @@ pub fn jwt_with_claims(token: &str, claims: &Value) -> String {
         b64url_encode(serde_json::to_string(claims).unwrap().as_bytes())
     )
 }
+
+/// Asserts a problem+json answer of any status (4xx or 5xx other than 500) with a `code`.
+pub fn assert_problem_shape_any(what: &str, got: &(StatusCode, reqwest::header::HeaderMap, Value)) {
+    let (s, headers, body) = got;
+    assert_ne!(*s, StatusCode::INTERNAL_SERVER_ERROR, "{what}: {body}");
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "{what}: content-type {ct:?}, body {body}"
+    );
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{what}: no `code` in {body}"
+    );
+}
