@@ -231,6 +231,38 @@ async fn bad_input_on_every_route_is_4xx_problem_json_and_writes_nothing() {
             Some(b"{\"title\": \"\xff\xfe\"}".to_vec()),
             400,
         ),
+        case(
+            "create: lone surrogate escape",
+            Method::POST,
+            docs,
+            JSON,
+            raw(r#"{"title": "\ud800"}"#),
+            400,
+        ),
+        case(
+            "create: duplicate field",
+            Method::POST,
+            docs,
+            JSON,
+            raw(r#"{"title": "x", "title": "y"}"#),
+            422,
+        ),
+        case(
+            "create: trailing garbage",
+            Method::POST,
+            docs,
+            JSON,
+            raw(r#"{"title": "x"} {"title": "y"}"#),
+            400,
+        ),
+        case(
+            "create: ideographic-space title",
+            Method::POST,
+            docs,
+            JSON,
+            j(json!({"title": "\u{3000}\u{3000}"})),
+            422,
+        ),
         // GET /documents
         case(
             "list: limit 0",
@@ -276,6 +308,22 @@ async fn bad_input_on_every_route_is_4xx_problem_json_and_writes_nothing() {
             "list: unknown parameter",
             Method::GET,
             &format!("{docs}?tenant_id={}", t.id),
+            None,
+            None,
+            400,
+        ),
+        case(
+            "list: limit twice",
+            Method::GET,
+            &format!("{docs}?limit=5&limit=6"),
+            None,
+            None,
+            400,
+        ),
+        case(
+            "list: limit fractional",
+            Method::GET,
+            &format!("{docs}?limit=1.5"),
             None,
             None,
             400,
@@ -773,5 +821,68 @@ async fn cursors_page_through_everything_once() {
     for d in got.2["data"].as_array().unwrap() {
         assert!(d["title"].as_str().unwrap().starts_with("other"), "{d}");
     }
+    srv.stop().await;
+}
+
+/// The limits are inclusive: the largest title (200 characters, multi-byte), content (1 MiB)
+/// and webhook URL (2048 characters) are accepted, so the 413/422 above are at the right
+/// boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_valid_values_are_accepted() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let t = tenant(&db, "limits", "enterprise", &[]).await;
+    let srv = Server::start(settings(&db, None)).await;
+    let title = "é".repeat(200);
+    let content = "x".repeat(1024 * 1024);
+    let got = send(
+        srv.as_tenant(Method::POST, "/api/v1/documents", &t, Cred::Jwt, &Sel::None)
+            .json(&json!({ "title": title, "content": content })),
+    )
+    .await;
+    assert_eq!(got.0, 201, "{}", got.2["detail"]);
+    assert_eq!(got.2["title"], title);
+    assert_eq!(got.2["content"].as_str().map(str::len), Some(1024 * 1024));
+    let id = got.2["id"].as_str().unwrap().to_owned();
+    let got = send(
+        srv.as_tenant(
+            Method::PATCH,
+            &format!("/api/v1/documents/{id}"),
+            &t,
+            Cred::ApiKeyHeader,
+            &Sel::None,
+        )
+        .json(&json!({ "content": "y".repeat(1024 * 1024) })),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.2["detail"]);
+    let url = format!(
+        "https://example.com/{}",
+        "a".repeat(2048 - "https://example.com/".len())
+    );
+    let events: Vec<String> = (0..32).map(|i| format!("{i:0>64}")).collect();
+    let got = send(
+        srv.as_tenant(Method::POST, "/api/v1/webhooks", &t, Cred::Jwt, &Sel::None)
+            .json(&json!({ "url": url, "events": events })),
+    )
+    .await;
+    assert_eq!(got.0, 201, "{}", got.2);
+    let got = send(srv.as_tenant(
+        Method::GET,
+        "/api/v1/documents?limit=100",
+        &t,
+        Cred::Jwt,
+        &Sel::None,
+    ))
+    .await;
+    assert_eq!(got.0, 200);
+    let got = send(srv.as_tenant(
+        Method::GET,
+        "/api/v1/documents?limit=1",
+        &t,
+        Cred::Jwt,
+        &Sel::None,
+    ))
+    .await;
+    assert_eq!(got.0, 200);
     srv.stop().await;
 }
