@@ -586,3 +586,96 @@ async fn malformed_credential_headers_are_401() {
     }
     srv.stop().await;
 }
+
+/// Rejected requests never spend a tenant's quota: forged tokens naming the tenant and
+/// mismatched selectors are refused before the rate limiter, so an attacker without the
+/// tenant's credentials cannot exhaust it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_requests_do_not_spend_the_tenant_quota() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let victim = tenant(&db, "victim", "pro", &[]).await;
+    let attacker = tenant(&db, "attacker", "pro", &[]).await;
+    set_quota(&db, victim.id, 3).await;
+    let srv = Server::start(settings(&db, None)).await;
+    let mut claims = jwt_claims(&attacker.token);
+    claims["tenant_id"] = json!(victim.id.to_string());
+    let forged = jwt_with_claims(&attacker.token, &claims);
+    for _ in 0..5 {
+        let got = send(
+            srv.request(Method::GET, "/api/v1/whoami")
+                .bearer_auth(&forged),
+        )
+        .await;
+        assert_problem("forged", &got, 401, "invalid_credentials");
+        let got = send(srv.as_tenant(
+            Method::GET,
+            "/api/v1/whoami",
+            &attacker,
+            Cred::Jwt,
+            &Sel::Subdomain(victim.slug.clone()),
+        ))
+        .await;
+        assert_problem("mismatch", &got, 403, "tenant_mismatch");
+        let got = send(
+            Sel::Header(victim.slug.clone()).apply(srv.request(Method::GET, "/api/v1/whoami")),
+        )
+        .await;
+        assert_problem("selector only", &got, 401, "tenant_required");
+    }
+    for i in 0..3 {
+        let got = send(srv.as_tenant(
+            Method::GET,
+            "/api/v1/whoami",
+            &victim,
+            Cred::Jwt,
+            &Sel::None,
+        ))
+        .await;
+        assert_eq!(got.0, 200, "victim request {i}: {}", got.2);
+    }
+    let got = send(srv.as_tenant(
+        Method::GET,
+        "/api/v1/whoami",
+        &victim,
+        Cred::Jwt,
+        &Sel::None,
+    ))
+    .await;
+    assert_problem("victim's 4th", &got, 429, "rate_limited");
+    srv.stop().await;
+}
+
+/// A selector naming a tenant that does not exist, with a valid credential, is answered like
+/// one naming another existing tenant (403 tenant_mismatch): an authenticated caller cannot
+/// tell which slugs exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selector_for_unknown_tenant_is_indistinguishable_from_another_tenant() {
+    let db = tenantry_testkit::TestDb::new().await;
+    let a = tenant(&db, "prober", "pro", &[]).await;
+    let b = tenant(&db, "existing", "pro", &[]).await;
+    let srv = Server::start(settings(&db, None)).await;
+    let unknown_slug = slug("no-such-tenant");
+    let unknown_id = TenantId::new_v4().to_string();
+    for cred in CREDS {
+        let mut bodies = Vec::new();
+        for sel in [
+            Sel::Subdomain(b.slug.clone()),
+            Sel::Subdomain(unknown_slug.clone()),
+            Sel::Header(b.slug.clone()),
+            Sel::Header(unknown_slug.clone()),
+            Sel::Header(b.id.to_string()),
+            Sel::Header(unknown_id.clone()),
+        ] {
+            let got = send(srv.as_tenant(Method::GET, "/api/v1/whoami", &a, cred, &sel)).await;
+            let mut body =
+                assert_problem(&format!("{cred:?} {sel:?}"), &got, 403, "tenant_mismatch");
+            body.as_object_mut().unwrap().remove("instance");
+            bodies.push(body);
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "{cred:?}: {bodies:?}"
+        );
+    }
+    srv.stop().await;
+}
