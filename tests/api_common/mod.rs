@@ -34,6 +34,7 @@ pub fn settings(db: &TestDb, redis: Option<&TestRedis>) -> Settings {
         jwt_issuer: ISSUER.to_owned(),
         jwt_audience: AUDIENCE.to_owned(),
         base_domain: Some(BASE_DOMAIN.to_owned()),
+        db_pool_size: 8,
         bind: "127.0.0.1:0".parse().expect("address"),
     }
 }

@@ -193,6 +193,28 @@ impl TenantDb {
         Ok(rows)
     }
 
+    /// One statement in its own transaction, prepared once per pooled connection (deadpool's
+    /// statement cache) and then sent with `BEGIN`, the context and `COMMIT` in one round
+    /// trip: the server binds and executes it without parsing or planning it again. The
+    /// fastest form for a hot read. The first use on a connection costs one extra round trip
+    /// to prepare it (outside the transaction: a prepare reads no data). Not for pgbouncer in
+    /// transaction mode before 1.21 (see [`TxHandle::prepare_cached`]).
+    pub async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let tx = self.begin().await?;
+        let inner = &tx.handle.inner;
+        let statement = inner
+            .object()?
+            .prepare_cached(sql)
+            .await
+            .map_err(DbError::from_pg)?;
+        let statement = &statement;
+        inner.one_shot(move |c| c.query(statement, params)).await
+    }
+
     /// One write (or any statement) in its own transaction, returning the rows affected;
     /// one round trip, like [`query_typed`](Self::query_typed).
     pub async fn execute_typed(

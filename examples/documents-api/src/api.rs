@@ -126,24 +126,20 @@ pub(crate) async fn list_documents(
     let tenant = *db.tenant().id().as_uuid();
     let fetch = limit + 1;
     let rows = match params.cursor.as_deref().map(decode_cursor).transpose()? {
+        // The hot path: prepared once per pooled connection, then one round trip.
         None => {
-            db.query_typed(
+            db.query_cached(
                 "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
                  ORDER BY created_at DESC, id DESC LIMIT $2",
-                &[(&tenant, Type::UUID), (&fetch, Type::INT8)],
+                &[&tenant, &fetch],
             )
             .await?
         }
         Some((at, id)) => {
-            db.query_typed(
+            db.query_cached(
                 "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
                  AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4",
-                &[
-                    (&tenant, Type::UUID),
-                    (&at, Type::TIMESTAMPTZ),
-                    (&id, Type::UUID),
-                    (&fetch, Type::INT8),
-                ],
+                &[&tenant, &at, &id, &fetch],
             )
             .await?
         }
@@ -241,9 +237,9 @@ pub(crate) async fn get_document(
 ) -> Result<axum::Json<Document>, ApiError> {
     let tenant = *db.tenant().id().as_uuid();
     let rows = db
-        .query_typed(
+        .query_cached(
             &format!("SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND id = $2"),
-            &[(&tenant, Type::UUID), (&id, Type::UUID)],
+            &[&tenant, &id],
         )
         .await?;
     rows.first()

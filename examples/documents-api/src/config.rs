@@ -64,6 +64,10 @@ pub struct Settings {
     #[arg(long, env = "BASE_DOMAIN", global = true)]
     pub base_domain: Option<String>,
 
+    /// Connections in the application role's pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: usize,
+
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:3000", global = true)]
     pub bind: SocketAddr,

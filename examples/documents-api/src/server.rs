@@ -202,8 +202,11 @@ pub async fn start(settings: Settings, announce: bool) -> anyhow::Result<Running
         .or_else(|| zero_config.then(admin::random_secret));
     let verifier = jwt_verifier(&settings, secret.as_deref())?;
 
-    let pool = db.app_pool(32)?;
+    let pool = db.app_pool(settings.db_pool_size)?;
+    // The context statement is prepared once per connection (no parse per request); the
+    // example does not run behind pgbouncer in transaction mode, where that needs 1.21+.
     let rls = RlsPool::builder(pool.clone())
+        .prepared_context(true)
         .build_detecting()
         .await
         .context("cannot start the database pool")?;

@@ -542,3 +542,59 @@ async fn a_prepared_context_statement_isolates_tenants_and_leaves_connections_cl
         assert_next_checkout_is_clean(&rls, db.admin()).await;
     }
 }
+
+#[tokio::test]
+async fn query_cached_serves_each_tenant_only_its_rows_and_leaves_the_connection_clean() {
+    let (db, a, b) = seeded().await;
+    let rls = rls(&db, 1);
+    let sql = "SELECT tenant_id FROM documents WHERE tenant_id = $1 OR true";
+    for i in 0..6 {
+        let t = if i % 2 == 0 { &a } else { &b };
+        let rows = rls
+            .for_tenant(t.clone())
+            .query_cached(sql, &[t.id().as_uuid()])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), if i % 2 == 0 { 2 } else { 1 }, "round {i}");
+        assert!(
+            rows.iter()
+                .all(|r| r.get::<_, uuid::Uuid>(0) == *t.id().as_uuid()),
+            "round {i}: wrong tenant's row"
+        );
+        assert_next_checkout_is_clean(&rls, db.admin()).await;
+    }
+    // The statement was prepared once on the connection and reused.
+    let prepared: i64 = rls
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%OR true%' \
+             AND statement NOT LIKE '%pg_prepared_statements%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 1);
+}
+
+#[tokio::test]
+async fn query_cached_with_bad_sql_is_an_error_and_leaves_the_connection_clean() {
+    let (db, a, _) = seeded().await;
+    let rls = rls(&db, 1);
+    let err = rls
+        .for_tenant(a.clone())
+        .query_cached("SELEC nonsense", &[])
+        .await
+        .unwrap_err();
+    assert_ne!(err.kind(), DbErrorKind::Closed, "{err}");
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
+    let failing = rls
+        .for_tenant(a.clone())
+        .query_cached("SELECT 1 / (count(*) - count(*)) FROM documents", &[])
+        .await;
+    assert!(failing.is_err());
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
+}
