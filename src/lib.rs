@@ -24,6 +24,7 @@ pub use tenantry_rate_limit as rate_limit;
 #[cfg(feature = "feature-gate")]
 pub use tenantry_feature_gate as feature_gate;
 
-/// The SQL migrations and their runner.
+// Documented by its own inner comment: an outer one here would make rustdoc resolve the
+// module's links from this scope.
 #[cfg(feature = "migrate")]
 pub mod migrate;
