@@ -23,7 +23,9 @@
 //!    `WARN` event on target `tenantry::resolve`.
 //! 3. Invalid credentials (bad signature, expired, wrong audience, malformed API key…) are
 //!    refused with 401 `invalid_credentials` before the store is asked anything. An API key
-//!    the store does not know is also 401 `invalid_credentials`.
+//!    the store does not know is also 401 `invalid_credentials`, and so is a request that
+//!    presents more than one credential (a JWT and an API key), even for the same tenant:
+//!    one request, one principal.
 //! 4. A tenant that is unknown, suspended, pending or deleted gets one uniform 403
 //!    `tenant_unavailable`, only ever sent to an authenticated caller. A store failure is
 //!    503 `service_unavailable`, never 500.
