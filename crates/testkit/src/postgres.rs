@@ -335,26 +335,16 @@ fn app_config_for(dbname: &str) -> Config {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop cannot await, and the test's runtime may be shutting down: use a thread with
-        // its own runtime. WITH (FORCE) ends this fixture's and any leaked connections.
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(admin) = connect(server_config()).await {
-                    let _ = admin
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                            quote_ident(&name)
-                        ))
-                        .await;
-                }
-            });
+        // WITH (FORCE) ends this fixture's and any leaked connections.
+        crate::server::block_on_detached(async move {
+            if let Ok(admin) = connect(server_config()).await {
+                let _ = admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        quote_ident(&name)
+                    ))
+                    .await;
+            }
         });
-        let _ = handle.join();
     }
 }

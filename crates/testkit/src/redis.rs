@@ -22,12 +22,45 @@ fn server_url() -> &'static str {
             {
                 DEFAULT_URL.to_owned()
             } else {
-                // Started for the whole test process; it dies with it (see `OwnedRedis`).
-                let owned = Box::leak(Box::new(OwnedRedis::start()));
-                owned.url()
+                start_shared_redis()
             }
         }
     })
+}
+
+/// Starts the redis-server shared by the whole test process, under a watchdog that stops it
+/// and removes its directory when the process exits (statics are never dropped, so an
+/// `OwnedRedis` here would outlive the tests).
+fn start_shared_redis() -> String {
+    let dir = tempfile::Builder::new()
+        .prefix("tenantry-redis-")
+        .tempdir()
+        .expect("testkit: temp dir")
+        .keep();
+    let port = server::free_port();
+    let log = dir.join("redis.log");
+    let args: Vec<String> = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.to_string_lossy().into_owned(),
+    ];
+    server::spawn_watched(
+        &redis_server_binary(),
+        &args,
+        None,
+        "TERM",
+        Some(&dir),
+        &log,
+    );
+    server::wait_for_port(port, Duration::from_secs(10), "redis-server", &log);
+    format!("redis://127.0.0.1:{port}")
 }
 
 async fn connect(url: &str) -> Client {
@@ -99,26 +132,17 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         let url = self.url.clone();
         let pattern = format!("{}*", self.prefix);
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                let client = connect(&url).await;
-                let _: Result<(), _> = client
-                    .eval(
-                        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
-                        Vec::<String>::new(),
-                        vec![pattern],
-                    )
-                    .await;
-                let _ = client.quit().await;
-            });
+        server::block_on_detached(async move {
+            let client = connect(&url).await;
+            let _: Result<(), _> = client
+                .eval(
+                    "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+                    Vec::<String>::new(),
+                    vec![pattern],
+                )
+                .await;
+            let _ = client.quit().await;
         });
-        let _ = handle.join();
     }
 }
 

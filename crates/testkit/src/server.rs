@@ -104,3 +104,21 @@ pub(crate) fn wait_for_port(port: u16, timeout: Duration, what: &str, log: &Path
     let log = std::fs::read_to_string(log).unwrap_or_default();
     panic!("testkit: {what} did not start on port {port} within {timeout:?}; its log:\n{log}");
 }
+
+/// Runs `fut` to completion on a new thread with its own runtime, and waits for it. For
+/// `Drop` impls: they cannot await, and the test's runtime may already be shutting down.
+pub(crate) fn block_on_detached<F>(fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(fut);
+        }
+    });
+    // A panic in the clean-up (say, the server is gone) must not turn a passing test red.
+    let _ = handle.join();
+}
