@@ -19,9 +19,7 @@ use tenantry_cache::{CachedStore, RedisLevel};
 use tenantry_core::problem::{codes, Problem};
 use tenantry_core::{Tenant, TenantId};
 use tenantry_feature_gate::{FeatureRules, RequireFeature};
-use tenantry_rate_limit::{
-    Decision, Limiter, LimiterError, LocalLimiter, Quota, RateKey, RateLimitLayer, RedisLimiter,
-};
+use tenantry_rate_limit::{Limiter, LocalLimiter, Quota, RateKey, RateLimitLayer, RedisLimiter};
 use tenantry_resolve::{HostRules, JwtVerifier, TenantResolveLayer};
 use tenantry_rls_pool::{DoctorReport, PgTenantStore, RlsLayer, RlsPool};
 use tower::ServiceBuilder;
@@ -60,9 +58,6 @@ impl Limiter for AppLimiter {
         }
     }
 }
-
-// `Decision` and `LimiterError` are named so a reader sees what the futures yield.
-const _: fn(Result<Decision, LimiterError>) = |_| {};
 
 type Store = CachedStore<PgTenantStore>;
 
