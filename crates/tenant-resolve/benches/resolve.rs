@@ -144,6 +144,48 @@ fn bench(c: &mut Criterion) {
             assert_eq!(res.status(), 200);
         })
     });
+    let hs_cached = JwtVerifier::builder()
+        .hs256(SECRET)
+        .issuer("https://auth.bench")
+        .audience("bench")
+        .cache_verified_tokens(10_000, std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let hs_cached_svc = layered(&hs_cached);
+    group.bench_function("jwt_hs256_cached_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let res = hs_cached_svc
+                .clone()
+                .oneshot(request(Some((
+                    "authorization",
+                    format!("Bearer {hs_token}"),
+                ))))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        })
+    });
+    let es_cached = JwtVerifier::builder()
+        .es256_pem(None, EC_PUBLIC)
+        .issuer("https://auth.bench")
+        .audience("bench")
+        .cache_verified_tokens(10_000, std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let es_cached_svc = layered(&es_cached);
+    group.bench_function("jwt_es256_cached_hit", |b| {
+        b.to_async(&rt).iter(|| async {
+            let res = es_cached_svc
+                .clone()
+                .oneshot(request(Some((
+                    "authorization",
+                    format!("Bearer {es_token}"),
+                ))))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        })
+    });
     let es_svc = layered(&es);
     group.bench_function("jwt_es256_hit", |b| {
         b.to_async(&rt).iter(|| async {

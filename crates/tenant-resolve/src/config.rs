@@ -39,6 +39,8 @@ pub enum ConfigErrorKind {
     MissingIssuerOrAudience,
     /// The JWT leeway is larger than [`JwtVerifier::MAX_LEEWAY`](crate::JwtVerifier::MAX_LEEWAY).
     LeewayTooLarge,
+    /// The verified-token cache was given no room or no time to live.
+    InvalidCache,
 }
 
 impl ConfigError {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
@@ -45,6 +45,41 @@ struct Inner {
     keys: Vec<Key>,
     tenant_claim: Box<str>,
     roles_claim: Box<str>,
+    leeway: u64,
+    cache: Option<moka::sync::Cache<Box<str>, Arc<Verified>>>,
+}
+
+/// A token that passed every check, remembered by its exact text.
+struct Verified {
+    tenant: TenantRef,
+    principal: Principal,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+impl Verified {
+    /// Whether the time claims still hold, by the rules `jsonwebtoken` applies (same clock,
+    /// same leeway): expired once `exp < now - leeway`, immature while `nbf > now + leeway`.
+    fn in_time(&self, now: u64, leeway: u64) -> bool {
+        self.exp.saturating_add(leeway) >= now
+            && self.nbf.is_none_or(|nbf| nbf <= now.saturating_add(leeway))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A numeric date claim as whole seconds, the way `jsonwebtoken` reads it (fractions dropped).
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<u64> {
+    let v = claims.get(name)?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
 }
 
 struct Key {
@@ -67,6 +102,14 @@ impl fmt::Debug for JwtVerifier {
             .field("keys", &keys)
             .field("tenant_claim", &self.inner.tenant_claim)
             .field("roles_claim", &self.inner.roles_claim)
+            .field(
+                "cached_tokens",
+                &self
+                    .inner
+                    .cache
+                    .as_ref()
+                    .map(moka::sync::Cache::entry_count),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -148,13 +191,52 @@ impl JwtVerifier {
             leeway: Self::DEFAULT_LEEWAY,
             tenant_claim: "tenant_id".into(),
             roles_claim: "roles".into(),
+            cache: None,
             error: None,
         }
     }
 
     /// Verifies a token: signature, algorithm, `exp`, `nbf`, `iss`, `aud`, then reads the
-    /// tenant claim. Pure CPU work: nothing is looked up.
+    /// tenant claim. Pure CPU work: nothing is looked up. With
+    /// [`cache_verified_tokens`](JwtVerifierBuilder::cache_verified_tokens), a token that
+    /// verified before is answered from memory after its time claims are checked again.
     pub(crate) fn verify(&self, token: &str) -> Result<(TenantRef, Principal), Refusal> {
+        let Some(cache) = &self.inner.cache else {
+            return self.verify_uncached(token).map(|v| (v.tenant, v.principal));
+        };
+        if token.len() > Self::MAX_TOKEN_LEN {
+            return Err("token too large");
+        }
+        if let Some(hit) = cache.get(token) {
+            if hit.in_time(unix_now(), self.inner.leeway) {
+                return Ok((hit.tenant.clone(), hit.principal.clone()));
+            }
+            // Expired since: forget it, and let full verification say why it is refused.
+            cache.invalidate(token);
+        }
+        let verified = self.verify_uncached(token)?;
+        let answer = (verified.tenant.clone(), verified.principal.clone());
+        cache.insert(token.into(), Arc::new(verified));
+        Ok(answer)
+    }
+
+    /// Number of verified tokens remembered (0 without a cache). Applies the cache's pending
+    /// insertions and evictions first, so call it for diagnostics, not per request.
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.cache.as_ref().map_or(0, |cache| {
+            cache.run_pending_tasks();
+            cache.entry_count()
+        })
+    }
+
+    /// Forgets every remembered token: the next request with any token verifies it in full.
+    pub fn clear_cached_tokens(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Verified, Refusal> {
         if token.len() > Self::MAX_TOKEN_LEN {
             return Err("token too large");
         }
@@ -222,16 +304,21 @@ impl JwtVerifier {
                 .ok_or("malformed roles claim")?,
             Some(_) => return Err("malformed roles claim"),
         };
-        Ok((
+        // `exp` is required and was validated, so it is a number here.
+        let exp = numeric_date(&claims, "exp").ok_or("missing or malformed required claim")?;
+        let nbf = numeric_date(&claims, "nbf");
+        Ok(Verified {
             tenant,
-            Principal {
+            principal: Principal {
                 inner: Arc::new(PrincipalInner {
                     subject,
                     roles,
                     claims,
                 }),
             },
-        ))
+            exp,
+            nbf,
+        })
     }
 }
 
@@ -244,6 +331,7 @@ pub struct JwtVerifierBuilder {
     leeway: Duration,
     tenant_claim: Box<str>,
     roles_claim: Box<str>,
+    cache: Option<(u64, Duration)>,
     error: Option<ConfigError>,
 }
 
@@ -401,6 +489,43 @@ impl JwtVerifierBuilder {
         self
     }
 
+    /// Remembers up to `max_tokens` tokens that passed verification, each for at most
+    /// `time_to_live`, so that a client sending the same token again skips the signature
+    /// check and the JSON parsing (a hit costs a hash lookup instead of a full verification;
+    /// see the crate's `resolve` benchmark). Off by default.
+    ///
+    /// What stays true with the cache on:
+    /// - Only tokens that passed every check are remembered, keyed by their exact text: a
+    ///   token that differs in any byte (another signature, header or claim) is verified in
+    ///   full, so the cache cannot be filled by a client without valid tokens.
+    /// - `exp` and `nbf` are checked again on every hit, with the same clock and leeway; a
+    ///   token that expired while remembered is refused exactly as it would be without it.
+    /// - The keys of a verifier never change; a new key set means a new verifier, with an
+    ///   empty cache. [`JwtVerifier::clear_cached_tokens`] forgets everything at once.
+    ///
+    /// What changes: a token is not re-verified for up to `time_to_live`, so if the issuer
+    /// revokes tokens by some means other than `exp` (a deny list checked elsewhere), keep the
+    /// time to live short. Memory is bounded by `max_tokens` (each entry holds the token text
+    /// and its claims, typically under 2 KiB).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tenantry_resolve::JwtVerifier;
+    ///
+    /// let verifier = JwtVerifier::builder()
+    ///     .hs256(b"an example secret of at least 32 bytes")
+    ///     .issuer("https://auth.example.com")
+    ///     .audience("documents-api")
+    ///     .cache_verified_tokens(10_000, Duration::from_secs(60))
+    ///     .build()?;
+    /// assert_eq!(verifier.cached_tokens(), 0);
+    /// # Ok::<(), tenantry_resolve::ConfigError>(())
+    /// ```
+    pub fn cache_verified_tokens(mut self, max_tokens: u64, time_to_live: Duration) -> Self {
+        self.cache = Some((max_tokens, time_to_live));
+        self
+    }
+
     /// Builds the verifier, checking that the configuration is complete and consistent.
     pub fn build(self) -> Result<JwtVerifier, ConfigError> {
         if let Some(e) = self.error {
@@ -470,11 +595,34 @@ impl JwtVerifierBuilder {
                 }
             })
             .collect();
+        let cache = match self.cache {
+            None => None,
+            Some((0, _)) => {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidCache,
+                    "a verified-token cache needs room for at least one token",
+                ))
+            }
+            Some((_, ttl)) if ttl.is_zero() => {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::InvalidCache,
+                    "a verified-token cache needs a time to live above zero",
+                ))
+            }
+            Some((max, ttl)) => Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(max)
+                    .time_to_live(ttl)
+                    .build(),
+            ),
+        };
         Ok(JwtVerifier {
             inner: Arc::new(Inner {
                 keys,
                 tenant_claim: self.tenant_claim,
                 roles_claim: self.roles_claim,
+                leeway: self.leeway.as_secs(),
+                cache,
             }),
         })
     }
@@ -541,4 +689,84 @@ fn jwk_key(jwk: &Jwk) -> Result<(&str, Algorithm, DecodingKey), ConfigError> {
     let key = DecodingKey::from_jwk(jwk)
         .map_err(|e| key_error(format!("JWKS key {kid:?} is invalid")).with_source(e))?;
     Ok((kid, alg, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"unit-test-secret-that-is-long-enough-for-hs256";
+
+    fn token(exp: u64) -> String {
+        let claims = serde_json::json!({
+            "sub": "user-1", "tenant_id": "acme", "iss": "iss", "aud": "aud", "exp": exp,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn verifier(cache: bool) -> JwtVerifier {
+        let b = JwtVerifier::builder()
+            .hs256(SECRET)
+            .issuer("iss")
+            .audience("aud");
+        let b = if cache {
+            b.cache_verified_tokens(100, Duration::from_secs(60))
+        } else {
+            b
+        };
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn a_hit_returns_the_remembered_principal_without_verifying_again() {
+        let v = verifier(true);
+        let t = token(unix_now() + 300);
+        let (_, first) = v.verify(&t).unwrap();
+        let (tenant, second) = v.verify(&t).unwrap();
+        // The very same allocation: the second answer came from the cache.
+        assert!(Arc::ptr_eq(&first.inner, &second.inner));
+        assert_eq!(tenant, TenantRef::parse("acme").unwrap());
+        assert_eq!(v.cached_tokens(), 1);
+
+        // Without a cache every call verifies and builds a new principal.
+        let plain = verifier(false);
+        let (_, a) = plain.verify(&t).unwrap();
+        let (_, b) = plain.verify(&t).unwrap();
+        assert!(!Arc::ptr_eq(&a.inner, &b.inner));
+        assert_eq!(plain.cached_tokens(), 0);
+    }
+
+    #[test]
+    fn time_claims_are_checked_like_jsonwebtoken_does() {
+        let v = Verified {
+            tenant: TenantRef::parse("acme").unwrap(),
+            principal: verifier(false).verify(&token(unix_now() + 300)).unwrap().1,
+            exp: 1_000,
+            nbf: Some(900),
+        };
+        assert!(v.in_time(1_000, 0));
+        assert!(!v.in_time(1_001, 0));
+        assert!(v.in_time(1_030, 30));
+        assert!(!v.in_time(1_031, 30));
+        assert!(!v.in_time(899, 0));
+        assert!(v.in_time(870, 30));
+        assert!(!v.in_time(869, 30));
+    }
+
+    #[test]
+    fn numeric_dates_are_read_as_whole_seconds() {
+        let claims: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({"a": 5, "b": 5.9, "c": "5", "d": -1}))
+                .unwrap();
+        assert_eq!(numeric_date(&claims, "a"), Some(5));
+        assert_eq!(numeric_date(&claims, "b"), Some(5));
+        assert_eq!(numeric_date(&claims, "c"), None);
+        assert_eq!(numeric_date(&claims, "d"), None);
+        assert_eq!(numeric_date(&claims, "e"), None);
+    }
 }
