@@ -31,6 +31,8 @@ pub fn settings(db: &TestDb, redis: Option<&TestRedis>) -> Settings {
         ),
         jwt_secret: Some(SECRET.to_owned()),
         jwt_public_key_file: None,
+        jwt_algorithm: None,
+        jwt_cache_seconds: 60,
         jwt_issuer: ISSUER.to_owned(),
         jwt_audience: AUDIENCE.to_owned(),
         base_domain: Some(BASE_DOMAIN.to_owned()),

@@ -59,6 +59,16 @@ pub struct Settings {
     )]
     pub jwt_audience: String,
 
+    /// Algorithm of JWT_PUBLIC_KEY_FILE: rs256, es256 or eddsa. Unset: read from the PEM
+    /// (an RSA key is RS256, an Ed25519 key EdDSA, any other EC key ES256).
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, global = true)]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+
+    /// Seconds a verified JWT is remembered, so a client repeating its token skips the
+    /// signature check (expiry is still checked on every request). 0 turns the cache off.
+    #[arg(long, env = "JWT_CACHE_SECONDS", default_value_t = 60, global = true)]
+    pub jwt_cache_seconds: u64,
+
     /// Base domain for the subdomain selector (`<tenant>.<base domain>`). Unset: subdomains
     /// select nothing.
     #[arg(long, env = "BASE_DOMAIN", global = true)]
@@ -71,4 +81,15 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:3000", global = true)]
     pub bind: SocketAddr,
+}
+
+/// The algorithm of a JWT public key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    Rs256,
+    /// ECDSA on P-256 with SHA-256.
+    Es256,
+    /// Ed25519.
+    Eddsa,
 }

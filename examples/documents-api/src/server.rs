@@ -27,7 +27,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::api;
-use crate::config::Settings;
+use crate::config::{JwtAlgorithm, Settings};
 use crate::database::Database;
 use crate::{admin, seed};
 
@@ -94,13 +94,13 @@ fn jwt_verifier(settings: &Settings, secret: Option<&str>) -> anyhow::Result<Jwt
         (Some(path), _) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("cannot read JWT_PUBLIC_KEY_FILE {}", path.display()))?;
-            let text = String::from_utf8_lossy(&pem);
-            if text.contains("BEGIN RSA PUBLIC KEY") || text.len() > 400 {
-                builder.rs256_pem(None, &pem)
-            } else if text.contains("MCowBQYDK2Vw") {
-                builder.eddsa_pem(None, &pem)
-            } else {
-                builder.es256_pem(None, &pem)
+            match settings
+                .jwt_algorithm
+                .unwrap_or_else(|| pem_algorithm(&pem))
+            {
+                JwtAlgorithm::Rs256 => builder.rs256_pem(None, &pem),
+                JwtAlgorithm::Es256 => builder.es256_pem(None, &pem),
+                JwtAlgorithm::Eddsa => builder.eddsa_pem(None, &pem),
             }
         }
         (None, Some(secret)) => builder.hs256(secret),
@@ -109,7 +109,25 @@ fn jwt_verifier(settings: &Settings, secret: Option<&str>) -> anyhow::Result<Jwt
              zero-configuration mode (no DATABASE_URL) makes up a secret"
         ),
     };
+    let builder = match settings.jwt_cache_seconds {
+        0 => builder,
+        secs => builder.cache_verified_tokens(100_000, Duration::from_secs(secs)),
+    };
     Ok(builder.build()?)
+}
+
+/// The algorithm a PEM public key implies when JWT_ALGORITHM is not set: the key type is read
+/// from the DER's algorithm identifier (rsaEncryption, id-Ed25519, else EC).
+fn pem_algorithm(pem: &[u8]) -> JwtAlgorithm {
+    let text = String::from_utf8_lossy(pem);
+    // OIDs as they appear in base64 at the start of a SubjectPublicKeyInfo.
+    if text.contains("BEGIN RSA PUBLIC KEY") || text.contains("BgkqhkiG9w0BAQEF") {
+        JwtAlgorithm::Rs256
+    } else if text.contains("MCowBQYDK2Vw") {
+        JwtAlgorithm::Eddsa
+    } else {
+        JwtAlgorithm::Es256
+    }
 }
 
 /// Runs the preflight checks as the application role.
@@ -495,4 +513,24 @@ async fn method_not_allowed() -> Problem {
         "method_not_allowed",
         "Method not allowed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_type_of_a_pem_names_its_algorithm() {
+        let keys = "../../crates/tenant-resolve/tests/keys";
+        for (file, alg) in [
+            ("rsa_public.pem", JwtAlgorithm::Rs256),
+            ("rsa2_public.pem", JwtAlgorithm::Rs256),
+            ("ec_public.pem", JwtAlgorithm::Es256),
+            ("ed_public.pem", JwtAlgorithm::Eddsa),
+        ] {
+            let pem = std::fs::read(format!("{}/{keys}/{file}", env!("CARGO_MANIFEST_DIR")))
+                .expect("test key");
+            assert_eq!(pem_algorithm(&pem), alg, "{file}");
+        }
+    }
 }
