@@ -1,11 +1,15 @@
 //! The physical limit of this stack on this machine: the same 50-row document list the example
 //! serves, for one fixed tenant, with `WHERE tenant_id = $1` and nothing else: no middleware, no
-//! RLS (it connects as a role that bypasses it), no transaction.
+//! RLS (it connects as a role that bypasses it), no transaction. The response is the example's,
+//! field for field (RFC 3339 times, a next cursor from the 51st row), so that the comparison
+//! measures tenancy, not a smaller JSON body.
 //!
 //! `BENCH_DATABASE_URL` (a role that bypasses RLS, e.g. the superuser), `BENCH_TENANT` (a tenant
 //! slug), `BIND` (default 127.0.0.1:3100). Routes: `GET /api/v1/documents`, `GET /hello`.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -22,13 +26,30 @@ struct AppState {
 struct Document {
     id: uuid::Uuid,
     title: String,
-    created_at: SystemTime,
+    created_at: String,
+    updated_at: String,
 }
 
 #[derive(Serialize)]
 struct Page {
     data: Vec<Document>,
+    next_cursor: Option<String>,
 }
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn cursor(created_at: SystemTime, id: uuid::Uuid) -> String {
+    let micros = created_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{micros}.{id}"))
+}
+
+/// The example's default page size.
+const LIMIT: i64 = 50;
 
 async fn documents(State(s): State<AppState>) -> Result<Json<Page>, axum::http::StatusCode> {
     let fail = |_| axum::http::StatusCode::SERVICE_UNAVAILABLE;
@@ -39,19 +60,29 @@ async fn documents(State(s): State<AppState>) -> Result<Json<Page>, axum::http::
         .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
     let stmt = client
         .prepare_cached(
-            "SELECT id, title, created_at FROM documents WHERE tenant_id = $1 \
-             ORDER BY created_at DESC, id DESC LIMIT 50",
+            "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2",
         )
         .await
         .map_err(fail)?;
-    let rows = client.query(&stmt, &[&s.tenant]).await.map_err(fail)?;
+    let rows = client
+        .query(&stmt, &[&s.tenant, &(LIMIT + 1)])
+        .await
+        .map_err(fail)?;
+    let more = rows.len() > LIMIT as usize;
+    let rows = &rows[..rows.len().min(LIMIT as usize)];
     Ok(Json(Page {
+        next_cursor: rows
+            .last()
+            .filter(|_| more)
+            .map(|r| cursor(r.get(2), r.get(0))),
         data: rows
             .iter()
             .map(|r| Document {
                 id: r.get(0),
                 title: r.get(1),
-                created_at: r.get(2),
+                created_at: rfc3339(r.get(2)),
+                updated_at: rfc3339(r.get(3)),
             })
             .collect(),
     }))
