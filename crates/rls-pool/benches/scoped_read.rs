@@ -132,6 +132,7 @@ enum Variant {
     BeginQueryCommit,
     RawPipelined,
     RawPreparedContext,
+    RawInlinePrologue,
 }
 
 /// One batch of `CONCURRENT` requests of `variant`; returns its duration.
@@ -217,6 +218,23 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
                     e.unwrap();
                     q.unwrap()
                 }
+                // BEGIN and the context in one simple-protocol message: three cycles.
+                Variant::RawInlinePrologue => {
+                    let client = rls.pool().get().await.unwrap();
+                    let prologue = format!(
+                        "BEGIN; SELECT set_config('app.tenant_id', '{id}', true), \
+                         set_config('statement_timeout', '5000', true)"
+                    );
+                    let (b, q, e) = futures_util::future::join3(
+                        client.batch_execute(&prologue),
+                        client.query_typed(SCOPED, &[(&id, Type::UUID)]),
+                        client.batch_execute("COMMIT"),
+                    )
+                    .await;
+                    b.unwrap();
+                    e.unwrap();
+                    q.unwrap()
+                }
             };
             assert_eq!(rows.len(), 50);
         }
@@ -238,6 +256,7 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
         Variant::BeginQueryCommit,
         Variant::RawPipelined,
         Variant::RawPreparedContext,
+        Variant::RawInlinePrologue,
     ];
     for v in variants {
         batch(rls, tenants, v).await; // warm up: connections, caches
