@@ -383,10 +383,12 @@ fn forwarded_host(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
             .map(HeaderValue::to_str)
             .transpose()
             .map_err(|_| invalid_selector("unreadable forwarding header"))
-            .map(|v| v.and_then(|v| v.rsplit(',').next()))
     }
-    if let Some(element) = last(headers, &http::header::FORWARDED)? {
-        let host = element.split(';').find_map(|pair| {
+    if let Some(value) = last(headers, &http::header::FORWARDED)? {
+        // RFC 7239: elements are separated by commas and pairs by semicolons, neither of
+        // which counts inside a quoted string.
+        let element = split_unquoted(value, b',').pop().unwrap_or_default();
+        let host = split_unquoted(element, b';').into_iter().find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             k.trim().eq_ignore_ascii_case("host").then(|| {
                 let v = v.trim();
@@ -399,5 +401,82 @@ fn forwarded_host(headers: &HeaderMap) -> Result<Option<&str>, Rejection> {
             return Ok(host);
         }
     }
-    Ok(last(headers, &X_FORWARDED_HOST)?.map(str::trim))
+    Ok(last(headers, &X_FORWARDED_HOST)?.and_then(|v| v.rsplit(',').next().map(str::trim)))
+}
+
+/// Splits `s` at the ASCII byte `sep` wherever it is outside a quoted string (`"…"`, with `\`
+/// escaping the next character inside one).
+fn split_unquoted(s: &str, sep: u8) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        } else if b == sep && !quoted {
+            // `sep` is ASCII, so `i` and `i + 1` are character boundaries.
+            parts.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_inside_quoted_strings_do_not_split() {
+        assert_eq!(split_unquoted("a,b", b','), ["a", "b"]);
+        assert_eq!(
+            split_unquoted(r#"for="x,y";host=h"#, b','),
+            [r#"for="x,y";host=h"#]
+        );
+        assert_eq!(
+            split_unquoted(r#"for="a;b";host=h"#, b';'),
+            [r#"for="a;b""#, "host=h"]
+        );
+        // An escaped quote does not end the quoted string.
+        assert_eq!(
+            split_unquoted(r#"a="x\",y",b"#, b','),
+            [r#"a="x\",y""#, "b"]
+        );
+        assert_eq!(split_unquoted("", b','), [""]);
+        assert_eq!(split_unquoted(",", b','), ["", ""]);
+    }
+
+    fn forwarded(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::FORWARDED,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        forwarded_host(&headers).unwrap().map(str::to_owned)
+    }
+
+    #[test]
+    fn the_host_of_the_last_forwarded_element_is_read_whatever_is_quoted() {
+        assert_eq!(
+            forwarded("host=a.example.com").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            forwarded(r#"host=a.example.com;note="x,y""#).as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            forwarded(r#"for="a;host=b.example.com";host=c.example.com"#).as_deref(),
+            Some("c.example.com")
+        );
+        assert_eq!(
+            forwarded(r#"host=a.example.com, for="1,2";host="d.example.com""#).as_deref(),
+            Some("d.example.com")
+        );
+        assert_eq!(forwarded("for=1.2.3.4"), None);
+    }
 }

@@ -859,6 +859,28 @@ async fn trusted_proxy_uses_the_host_added_by_the_nearest_proxy() {
     )
     .await;
     assert_eq!(r.status, 200);
+    // Commas and semicolons inside quoted strings do not split elements or pairs: the
+    // proxy's element names globex, so an acme key is a mismatch, not a missing selector.
+    let r = send(
+        &svc,
+        with(
+            "forwarded",
+            "for=1.2.3.4;host=globex.example.com;ext=\"a,b\"",
+            "acme",
+        ),
+    )
+    .await;
+    assert_rejected(&r, StatusCode::FORBIDDEN, "tenant_mismatch");
+    let r = send(
+        &svc,
+        with(
+            "forwarded",
+            "for=\"x;host=acme.example.com\";host=globex.example.com",
+            "acme",
+        ),
+    )
+    .await;
+    assert_rejected(&r, StatusCode::FORBIDDEN, "tenant_mismatch");
 }
 
 #[tokio::test]
