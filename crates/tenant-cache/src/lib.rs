@@ -29,5 +29,5 @@ mod stats;
 pub use cached::{CachedStore, CachedStoreBuilder};
 pub use error::{ConfigError, ConfigErrorKind};
 #[cfg(feature = "redis")]
-pub use redis::RedisLevel;
+pub use redis::{Invalidator, RedisLevel};
 pub use stats::CacheStats;

@@ -178,6 +178,72 @@ impl RedisLevel {
     }
 }
 
+/// Announces tenant changes to every instance's cache, from a process that serves no lookups
+/// itself: an admin CLI, a billing webhook, a migration job.
+///
+/// It speaks the same protocol as [`CachedStore::invalidate`](crate::CachedStore::invalidate)
+/// and friends (the generation bump that keeps racing writes out, the deleted Redis entries,
+/// the message on `<prefix>:invalidations`), without a first level or a store to wrap. Build
+/// it from the same [`RedisLevel`] settings (client and prefix) the servers use.
+///
+/// ```no_run
+/// # async fn demo(client: fred::prelude::Client, tenant: tenantry_core::TenantId)
+/// # -> Result<(), Box<dyn std::error::Error>> {
+/// use tenantry_cache::RedisLevel;
+///
+/// let invalidator = RedisLevel::new(client, "tenantry:cache").invalidator()?;
+/// // ... after changing the tenant's plan in the database:
+/// invalidator.invalidate(tenant).await?;
+/// # Ok(()) }
+/// ```
+pub struct Invalidator {
+    shared: RedisShared,
+    counters: Counters,
+}
+
+impl fmt::Debug for Invalidator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invalidator")
+            .field("channel", &self.shared.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLevel {
+    /// An [`Invalidator`] with these settings (prefix, command timeout). A subscriber set on
+    /// this level is not used: an invalidator only announces.
+    pub fn invalidator(self) -> Result<Invalidator, ConfigError> {
+        let (shared, _subscriber) = Self {
+            subscriber: None,
+            ..self
+        }
+        .into_parts()?;
+        Ok(Invalidator {
+            shared,
+            counters: Counters::default(),
+        })
+    }
+}
+
+impl Invalidator {
+    /// Tells every instance to forget `tenant` under its id, its slug and its API keys (as
+    /// [`CachedStore::invalidate`](crate::CachedStore::invalidate) does) and deletes its
+    /// Redis entries.
+    pub async fn invalidate(&self, tenant: TenantId) -> Result<(), StoreError> {
+        self.shared.invalidate_tenant(tenant, &self.counters).await
+    }
+
+    /// Tells every instance to forget what it cached under `slug`.
+    pub async fn invalidate_slug(&self, slug: &Slug) -> Result<(), StoreError> {
+        self.shared.invalidate_slug(slug, &self.counters).await
+    }
+
+    /// Tells every instance to forget what it cached under an API-key hash.
+    pub async fn invalidate_api_key(&self, hash: &ApiKeyHash) -> Result<(), StoreError> {
+        self.shared.invalidate_key(hash, &self.counters).await
+    }
+}
+
 /// The outcome of a second-level lookup.
 pub(crate) enum Lookup {
     /// Found: a tenant, or "no such tenant".

@@ -8,7 +8,7 @@ use common::pg::PgStore;
 use common::{add_tenant, tenant, CountingStore};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
-use tenantry_cache::{CachedStore, RedisLevel};
+use tenantry_cache::{CachedStore, ConfigErrorKind, RedisLevel};
 use tenantry_core::{
     ApiKeyHash, InMemoryStore, Plan, Slug, StoreErrorKind, Tenant, TenantId, TenantStatus,
     TenantStore,
@@ -184,6 +184,84 @@ async fn suspension_through_one_instance_is_seen_by_the_other_within_the_bound()
         samples[samples.len() - 1]
     );
     assert!(b.stats().remote_invalidations >= 10);
+}
+
+/// A process that serves nothing (an admin CLI) announces a change with an `Invalidator`;
+/// both serving instances drop the tenant under its id and its slug, and the Redis record
+/// goes too. Their TTLs are 60 s, so only the announcement explains the change being seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidator_reaches_every_instance_without_a_cache_of_its_own() {
+    let db = TestDb::new().await;
+    let redis = TestRedis::new().await;
+    let a = instance(
+        redis.url(),
+        redis.prefix(),
+        PgStore::new(db.connect_app().await),
+    )
+    .await;
+    let b = instance(
+        redis.url(),
+        redis.prefix(),
+        PgStore::new(db.connect_app().await),
+    )
+    .await;
+    let (client, _) = clients(redis.url()).await;
+    let invalidator = RedisLevel::new(client, redis.prefix())
+        .command_timeout(TIMEOUT)
+        .invalidator()
+        .unwrap();
+
+    let slug = Slug::new("announced").unwrap();
+    let id = db.create_tenant(slug.as_str(), "free").await;
+    for cache in [&a, &b] {
+        assert_eq!(
+            cache.by_id(id).await.unwrap().unwrap().plan().name(),
+            "free"
+        );
+        assert_eq!(
+            cache.by_slug(&slug).await.unwrap().unwrap().plan().name(),
+            "free"
+        );
+    }
+    db.admin()
+        .execute(
+            "UPDATE tenants SET plan = 'enterprise' WHERE id = $1",
+            &[id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    // Not announced yet: both still answer from their caches.
+    assert_eq!(b.by_id(id).await.unwrap().unwrap().plan().name(), "free");
+
+    invalidator.invalidate(id).await.unwrap();
+    let start = Instant::now();
+    for cache in [&a, &b] {
+        loop {
+            if cache.by_id(id).await.unwrap().unwrap().plan().name() == "enterprise" {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "not seen within 2 s"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            cache.by_slug(&slug).await.unwrap().unwrap().plan().name(),
+            "enterprise"
+        );
+    }
+    assert!(a.stats().remote_invalidations >= 1 && b.stats().remote_invalidations >= 1);
+
+    // The same prefix rules as the level it is built from.
+    let (client, _) = clients(redis.url()).await;
+    assert_eq!(
+        RedisLevel::new(client, "bad{prefix}")
+            .invalidator()
+            .unwrap_err()
+            .kind(),
+        ConfigErrorKind::InvalidPrefix
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

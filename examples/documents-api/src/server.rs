@@ -147,12 +147,10 @@ pub async fn announce_invalidation(settings: &Settings, tenant: TenantId) -> any
         return Ok(());
     };
     let (client, _subscriber) = redis_clients(url).await?;
-    // The cache's own invalidation, on a cache with no local state: it deletes the Redis
-    // entries and publishes on the channel every server listens to.
-    let cache = CachedStore::builder(tenantry_core::InMemoryStore::new())
-        .redis(RedisLevel::new(client, cache_prefix(settings)))
-        .build()?;
-    cache.invalidate(tenant).await?;
+    RedisLevel::new(client, cache_prefix(settings))
+        .invalidator()?
+        .invalidate(tenant)
+        .await?;
     Ok(())
 }
 
