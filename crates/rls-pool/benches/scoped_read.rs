@@ -4,7 +4,9 @@
 //! `cargo bench -p tenantry-rls-pool -- --warm-up-time 1 --measurement-time 3`
 //!
 //! Each iteration runs 64 concurrent requests over a pool of 8 connections; the throughput
-//! ratio is `unscoped time / scoped time`.
+//! ratio is `unscoped time / scoped time`, against the unscoped query prepared once per
+//! connection (the fastest plain form). The interleaved ratios print before criterion runs
+//! (`cargo bench -p tenantry-rls-pool --bench scoped_read -- nomatch` prints only them).
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -76,6 +78,20 @@ fn bench(c: &mut Criterion) {
             }))
         })
     });
+    group.bench_function("unscoped_prepared", |bench| {
+        bench.to_async(&rt).iter(|| {
+            join_all((0..CONCURRENT).map(|i| {
+                let pool = rls.pool().clone();
+                let id = *tenants[i % 2].id().as_uuid();
+                async move {
+                    let client = pool.get().await.unwrap();
+                    let statement = client.prepare_cached(PLAIN).await.unwrap();
+                    let rows = client.query(&statement, &[&id]).await.unwrap();
+                    assert_eq!(rows.len(), 50);
+                }
+            }))
+        })
+    });
     group.bench_function("tenant_tx_one_round_trip", |bench| {
         bench.to_async(&rt).iter(|| {
             join_all((0..CONCURRENT).map(|i| {
@@ -105,6 +121,18 @@ fn bench(c: &mut Criterion) {
             }))
         })
     });
+    group.bench_function("tenant_fused_one_cycle", |bench| {
+        bench.to_async(&rt).iter(|| {
+            join_all((0..CONCURRENT).map(|i| {
+                let db = rls.for_tenant(tenants[i % 2].clone());
+                async move {
+                    let id = *db.tenant().id().as_uuid();
+                    let rows = db.query_fused(SCOPED, &[&id]).await.unwrap();
+                    assert_eq!(rows.len(), 50);
+                }
+            }))
+        })
+    });
     group.bench_function("tenant_tx_begin_query_commit", |bench| {
         bench.to_async(&rt).iter(|| {
             join_all((0..CONCURRENT).map(|i| {
@@ -126,6 +154,7 @@ fn bench(c: &mut Criterion) {
 
 #[derive(Clone, Copy, Debug)]
 enum Variant {
+    UnscopedPrepared,
     Unscoped,
     OneShot,
     OneShotPreparedContext,
@@ -133,6 +162,7 @@ enum Variant {
     RawPipelined,
     RawPreparedContext,
     RawInlinePrologue,
+    Fused,
 }
 
 /// One batch of `CONCURRENT` requests of `variant`; returns its duration.
@@ -151,6 +181,12 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
         async move {
             let id = *tenant.id().as_uuid();
             let rows = match variant {
+                // The baseline: the plain query, prepared once per connection.
+                Variant::UnscopedPrepared => {
+                    let client = rls.pool().get().await.unwrap();
+                    let statement = client.prepare_cached(PLAIN).await.unwrap();
+                    client.query(&statement, &[&id]).await.unwrap()
+                }
                 Variant::Unscoped => {
                     let client = rls.pool().get().await.unwrap();
                     client
@@ -161,6 +197,11 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
                 Variant::OneShot => rls
                     .for_tenant(tenant)
                     .query_typed(SCOPED, &[(&id, Type::UUID)])
+                    .await
+                    .unwrap(),
+                Variant::Fused => rls
+                    .for_tenant(tenant)
+                    .query_fused(SCOPED, &[&id])
                     .await
                     .unwrap(),
                 Variant::OneShotPreparedContext => prepared
@@ -250,6 +291,7 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
     const BATCHES: usize = 8;
     const ROUNDS: usize = 25;
     let variants = [
+        Variant::UnscopedPrepared,
         Variant::Unscoped,
         Variant::OneShot,
         Variant::OneShotPreparedContext,
@@ -257,6 +299,7 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
         Variant::RawPipelined,
         Variant::RawPreparedContext,
         Variant::RawInlinePrologue,
+        Variant::Fused,
     ];
     for v in variants {
         batch(rls, tenants, v).await; // warm up: connections, caches
@@ -277,7 +320,7 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
     let (best, median) = (rounds[0][0], rounds[0][ROUNDS / 2]);
     for (v, r) in variants.iter().zip(&rounds) {
         eprintln!(
-            "throughput vs unscoped, {v:?}: fastest rounds {:.2}x, median rounds {:.2}x",
+            "throughput vs unscoped (prepared), {v:?}: fastest rounds {:.2}x, median rounds {:.2}x",
             best / r[0],
             median / r[ROUNDS / 2],
         );

@@ -104,6 +104,14 @@ impl ContextPlan {
     }
 }
 
+impl ContextPlan {
+    /// Whether the context is one bound `set_config` statement on the default search path
+    /// (PostgreSQL mode, shared or database placement): what a fused read can carry.
+    pub(crate) fn fusable(&self) -> bool {
+        matches!(&self.typed, Some((sql, _)) if *sql == SET_CONTEXT)
+    }
+}
+
 /// `"<schema>", public` with the schema quoted as an identifier. `public` stays on the path
 /// for shared functions such as `current_tenant_id()`; RLS still guards every table.
 pub(crate) fn search_path_for(schema: &str) -> Result<String, DbError> {

@@ -49,6 +49,7 @@ pub(crate) struct PoolInner {
     pub(crate) per_tenant_caps: bool,
     pub(crate) rollback_timeout: Duration,
     pub(crate) prepared_context: bool,
+    pub(crate) fused: crate::fused::Shapes,
     caps: Mutex<HashMap<TenantId, (u32, Arc<Semaphore>)>>,
     databases: DatabasePools,
 }
@@ -204,6 +205,7 @@ impl RlsPoolBuilder {
                 per_tenant_caps: self.per_tenant_caps,
                 rollback_timeout: self.rollback_timeout,
                 prepared_context: self.prepared_context,
+                fused: crate::fused::Shapes::default(),
                 caps: Mutex::new(HashMap::new()),
                 databases: DatabasePools {
                     max: self.max_database_pools,

@@ -18,11 +18,13 @@ use deadpool_postgres::Object;
 use futures_util::future::{join, join3, join_all};
 use tenantry_core::{Placement, Tenant};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement, ToStatement};
 
 use crate::context::{Access, ContextPlan};
 use crate::error::{DbError, DbErrorKind};
+use crate::fused;
 use crate::pool::PoolInner;
 
 /// Nothing sent yet: the connection is clean.
@@ -213,6 +215,52 @@ impl TenantDb {
             .map_err(DbError::from_pg)?;
         let statement = &statement;
         inner.one_shot(move |c| c.query(statement, params)).await
+    }
+
+    /// A read in one protocol cycle: the statement wrapped, once per pooled connection, in a
+    /// temporary PL/pgSQL function that sets the tenant context (`set_config(.., true)` with
+    /// the tenant id bound as a parameter) and returns the statement's rows; each call is
+    /// then a single prepared statement in its own implicit transaction, so the context ends
+    /// with it. The fastest form for a hot read: where [`query_cached`](Self::query_cached)
+    /// sends `BEGIN`, the context, the statement and `COMMIT` (four cycles of the server's
+    /// protocol, one round trip), this sends one. Rows and column names are the statement's own.
+    ///
+    /// - Reads only: the function is `STABLE`, so a write inside it fails (SQLSTATE 0A000).
+    /// - The first use of a statement on a connection costs a few round trips (to learn its
+    ///   types once per pool, create the function and prepare the call). The role needs the
+    ///   `TEMPORARY` privilege on the database (PostgreSQL grants it to everyone by default).
+    ///   Temporary functions live in the session: not for pgbouncer in transaction mode.
+    /// - The plan's `statement_timeout` cannot be set from inside the call (PostgreSQL arms
+    ///   it when the statement starts), so it is enforced here: past it, the call is
+    ///   cancelled (best effort, over a plain connection) and its connection closed, and the
+    ///   error is [`DbErrorKind::Timeout`]. The role's own `statement_timeout`, if any, still
+    ///   applies on the server.
+    /// - In [`ContextMode::Citus`](crate::ContextMode::Citus) and for tenants placed in their
+    ///   own schema, this is [`query_cached`](Self::query_cached).
+    ///
+    /// ```no_run
+    /// # async fn demo(db: tenantry_rls_pool::TenantDb) -> Result<(), tenantry_rls_pool::DbError> {
+    /// let id = db.tenant().id();
+    /// let rows = db
+    ///     .query_fused(
+    ///         "SELECT id, title FROM documents WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 50",
+    ///         &[id.as_uuid()],
+    ///     )
+    ///     .await?;
+    /// let titles: Vec<String> = rows.iter().map(|r| r.get("title")).collect();
+    /// # let _ = titles; Ok(()) }
+    /// ```
+    pub async fn query_fused(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let tx = self.begin_read_only().await?;
+        if !tx.handle.inner.plan.fusable() {
+            drop(tx);
+            return self.query_cached(sql, params).await;
+        }
+        tx.handle.inner.fused(sql, params).await
     }
 
     /// One write (or any statement) in its own transaction, returning the rows affected;
@@ -538,6 +586,95 @@ impl TxInner {
         }
     }
 
+    /// The fused call (see [`TenantDb::query_fused`]): nothing else is sent, and no
+    /// transaction is opened, so a drop at any point leaves nothing to undo: the call's
+    /// implicit transaction ends at its own `Sync`, on the server, with the context.
+    async fn fused(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, DbError> {
+        let _serial = self.op_lock.lock().await;
+        let object = self.object()?;
+        if self.state.load(Ordering::SeqCst) != NOT_BEGUN {
+            return Err(DbError::new(DbErrorKind::Closed));
+        }
+        let shape = match self.pool.fused.get(sql) {
+            Some(shape) => shape,
+            None => {
+                let shape = Arc::new(fused::shape_of(object, sql).await?);
+                self.pool.fused.insert(sql, shape.clone());
+                shape
+            }
+        };
+        let tenant = self.tenant.id().to_string();
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 1);
+        all.extend_from_slice(params);
+        all.push(&tenant);
+        let limit = self.tenant.limits().statement_timeout;
+        let mut retried = false;
+        loop {
+            let statement = self.fused_statement(object, &shape).await?;
+            match tokio::time::timeout(limit, object.query(&statement, &all)).await {
+                Ok(Ok(rows)) => {
+                    self.state.store(DONE, Ordering::SeqCst);
+                    return Ok(rows);
+                }
+                // The function went away under a cached call (`DISCARD TEMP`, a recycled
+                // session): define it again, once.
+                Ok(Err(e)) if !retried && fused_missing(&e) => {
+                    object.statement_cache.remove(&shape.call, &[]);
+                    retried = true;
+                }
+                Ok(Err(e)) => {
+                    // A statement error ended its implicit transaction; the connection is
+                    // idle unless the error was the connection itself.
+                    let state = if e.code().is_some() && !e.is_closed() {
+                        DONE
+                    } else {
+                        BROKEN
+                    };
+                    self.state.store(state, Ordering::SeqCst);
+                    return Err(DbError::from_pg(e));
+                }
+                Err(_elapsed) => {
+                    // Still running on the server: ask it to stop, and never reuse this
+                    // connection (it is closed on drop).
+                    self.state.store(BROKEN, Ordering::SeqCst);
+                    let cancel = object.cancel_token();
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        runtime.spawn(async move {
+                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                        });
+                    }
+                    return Err(DbError::new(DbErrorKind::Timeout)
+                        .with_source("statement_timeout of the tenant's plan (query_fused)"));
+                }
+            }
+        }
+    }
+
+    /// The prepared call of a fused statement on this connection, defining its function
+    /// first if this connection has not got it.
+    async fn fused_statement(
+        &self,
+        object: &Object,
+        shape: &fused::Shape,
+    ) -> Result<Statement, DbError> {
+        match object.prepare_cached(&shape.call).await {
+            Ok(statement) => Ok(statement),
+            Err(e) if fused_missing(&e) => {
+                object.batch_execute(&shape.ddl).await.map_err(|e| {
+                    DbError::new(DbErrorKind::Internal).with_source(format!(
+                        "query_fused could not define its function (the role needs TEMPORARY \
+                         on the database): {e}"
+                    ))
+                })?;
+                object
+                    .prepare_cached(&shape.call)
+                    .await
+                    .map_err(DbError::from_pg)
+            }
+            Err(e) => Err(DbError::from_pg(e)),
+        }
+    }
+
     async fn finish(&self, commit: bool) -> Result<(), DbError> {
         let _serial = self.op_lock.lock().await;
         let client: &Client = self.object()?;
@@ -628,6 +765,15 @@ impl Drop for TxInner {
             _ => drop(DiscardUnlessReleased(Some(object))),
         }
     }
+}
+
+/// Whether an error says the fused function is not defined on this connection: no such
+/// function, or no temporary schema yet at all.
+fn fused_missing(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(&SqlState::UNDEFINED_FUNCTION | &SqlState::INVALID_SCHEMA_NAME)
+    )
 }
 
 /// Closes the connection (takes it out of the pool) unless released.

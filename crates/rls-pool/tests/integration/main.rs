@@ -2,6 +2,7 @@
 
 mod doctor;
 mod fairness;
+mod fused;
 mod network;
 mod placement;
 mod props;

@@ -19,6 +19,7 @@ enum Op {
     Tx,
     InsertThenSelect,
     Closure,
+    Fused,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,8 @@ fn step() -> impl Strategy<Value = Step> {
             Just(Op::OneShot),
             Just(Op::Tx),
             Just(Op::InsertThenSelect),
-            Just(Op::Closure)
+            Just(Op::Closure),
+            Just(Op::Fused)
         ],
         prop_oneof![
             4 => Just(Failure::None),
@@ -73,6 +75,27 @@ async fn run_step(rls: RlsPool, tenant: Arc<Tenant>, step: Step) -> Vec<uuid::Uu
                     .query_typed("SELECT tenant_id FROM documents", &[])
                     .await?;
                 seen.extend(rows.iter().map(|r| r.get::<_, uuid::Uuid>(0)));
+            }
+            Op::Fused => {
+                if matches!(step.failure, Failure::DropMidStatement) {
+                    let slow =
+                        db.query_fused("SELECT tenant_id FROM documents, pg_sleep(0.05)", &[]);
+                    let _ = tokio::time::timeout(Duration::from_millis(5), slow).await;
+                    return Ok(seen);
+                }
+                let rows = db
+                    .query_fused("SELECT tenant_id FROM documents", &[])
+                    .await?;
+                seen.extend(rows.iter().map(|r| r.get::<_, uuid::Uuid>(0)));
+                match step.failure {
+                    Failure::HandlerError => {
+                        return Err(DbError::from_kind(
+                            tenantry_rls_pool::DbErrorKind::InvalidData,
+                        ))
+                    }
+                    Failure::Panic => panic!("injected"),
+                    _ => {}
+                }
             }
             Op::Closure => {
                 let rows = db
