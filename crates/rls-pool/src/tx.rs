@@ -441,12 +441,17 @@ impl TxInner {
             .ok_or_else(|| DbError::new(DbErrorKind::Closed))
     }
 
+    /// A statement failed inside the open transaction: only a rollback is possible, unless
+    /// the connection itself broke.
     fn record_failure(&self, e: &tokio_postgres::Error) {
-        let state = if e.code().is_some() && !e.is_closed() {
-            FAILED
-        } else {
-            BROKEN
-        };
+        let state = if server_answered(e) { FAILED } else { BROKEN };
+        self.state.store(state, Ordering::SeqCst);
+    }
+
+    /// An error that ended the transaction on the server (rolled back there): the connection
+    /// is idle, unless the error was the connection itself.
+    fn record_ended(&self, e: &tokio_postgres::Error) {
+        let state = if server_answered(e) { DONE } else { BROKEN };
         self.state.store(state, Ordering::SeqCst);
     }
 
@@ -566,14 +571,7 @@ impl TxInner {
                 result.map_err(DbError::from_pg)
             }
             (Err(e), Ok(())) => {
-                // The transaction ended (rolled back by the server); the connection is idle,
-                // unless the error was the connection itself.
-                let state = if e.code().is_some() && !e.is_closed() {
-                    DONE
-                } else {
-                    BROKEN
-                };
-                self.state.store(state, Ordering::SeqCst);
+                self.record_ended(e);
                 result.map_err(DbError::from_pg)
             }
             (_, Err(end)) => {
@@ -623,14 +621,8 @@ impl TxInner {
                     retried = true;
                 }
                 Ok(Err(e)) => {
-                    // A statement error ended its implicit transaction; the connection is
-                    // idle unless the error was the connection itself.
-                    let state = if e.code().is_some() && !e.is_closed() {
-                        DONE
-                    } else {
-                        BROKEN
-                    };
-                    self.state.store(state, Ordering::SeqCst);
+                    // A statement error ends its implicit transaction.
+                    self.record_ended(&e);
                     return Err(DbError::from_pg(e));
                 }
                 Err(_elapsed) => {
@@ -694,11 +686,7 @@ impl TxInner {
                     Err(e) => {
                         // A failed COMMIT (serialization, deferred constraint) ends the
                         // transaction on the server; anything else leaves it to the drop.
-                        if e.code().is_some() && !e.is_closed() {
-                            self.state.store(DONE, Ordering::SeqCst);
-                        } else {
-                            self.state.store(BROKEN, Ordering::SeqCst);
-                        }
+                        self.record_ended(&e);
                         Err(DbError::from_pg(e))
                     }
                 }
@@ -765,6 +753,11 @@ impl Drop for TxInner {
             _ => drop(DiscardUnlessReleased(Some(object))),
         }
     }
+}
+
+/// Whether the server answered with an error (the connection still works).
+fn server_answered(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some() && !e.is_closed()
 }
 
 /// Whether an error says the fused function is not defined on this connection: no such
