@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -12,7 +13,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tenantry_core::{ApiKeyHash, InMemoryStore, Plan, Slug, Tenant, TenantId};
-use tenantry_resolve::{HostRules, JwtVerifier, TenantResolveLayer};
+use tenantry_resolve::{HostRules, JwtVerifier, JwtVerifierBuilder, TenantResolveLayer};
 use tower::{Layer, Service, ServiceExt};
 
 const SECRET: &[u8] = b"benchmark-secret-for-tenantry-resolve-0123";
@@ -78,18 +79,20 @@ fn bench(c: &mut Criterion) {
     }
     let tenant = hit.unwrap();
     let rules = HostRules::new(["example.com"]).unwrap();
-    let hs = JwtVerifier::builder()
-        .hs256(SECRET)
-        .issuer("https://auth.bench")
-        .audience("bench")
-        .build()
-        .unwrap();
-    let es = JwtVerifier::builder()
-        .es256_pem(None, EC_PUBLIC)
-        .issuer("https://auth.bench")
-        .audience("bench")
-        .build()
-        .unwrap();
+    // Each key with and without the verified-token cache.
+    let verifier = |key: fn(JwtVerifierBuilder) -> JwtVerifierBuilder, cached: bool| {
+        let b = key(JwtVerifier::builder())
+            .issuer("https://auth.bench")
+            .audience("bench");
+        let b = if cached {
+            b.cache_verified_tokens(10_000, Duration::from_secs(60))
+        } else {
+            b
+        };
+        b.build().unwrap()
+    };
+    let hs_key: fn(JwtVerifierBuilder) -> JwtVerifierBuilder = |b| b.hs256(SECRET);
+    let es_key: fn(JwtVerifierBuilder) -> JwtVerifierBuilder = |b| b.es256_pem(None, EC_PUBLIC);
     let hs_token = token(
         tenant,
         &Header::default(),
@@ -130,76 +133,41 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .layer(tower::service_fn(ok))
     };
-    let hs_svc = layered(&hs);
-    group.bench_function("jwt_hs256_hit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let res = hs_svc
-                .clone()
-                .oneshot(request(Some((
-                    "authorization",
-                    format!("Bearer {hs_token}"),
-                ))))
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        })
-    });
-    let hs_cached = JwtVerifier::builder()
-        .hs256(SECRET)
-        .issuer("https://auth.bench")
-        .audience("bench")
-        .cache_verified_tokens(10_000, std::time::Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let hs_cached_svc = layered(&hs_cached);
-    group.bench_function("jwt_hs256_cached_hit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let res = hs_cached_svc
-                .clone()
-                .oneshot(request(Some((
-                    "authorization",
-                    format!("Bearer {hs_token}"),
-                ))))
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        })
-    });
-    let es_cached = JwtVerifier::builder()
-        .es256_pem(None, EC_PUBLIC)
-        .issuer("https://auth.bench")
-        .audience("bench")
-        .cache_verified_tokens(10_000, std::time::Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let es_cached_svc = layered(&es_cached);
-    group.bench_function("jwt_es256_cached_hit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let res = es_cached_svc
-                .clone()
-                .oneshot(request(Some((
-                    "authorization",
-                    format!("Bearer {es_token}"),
-                ))))
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        })
-    });
-    let es_svc = layered(&es);
-    group.bench_function("jwt_es256_hit", |b| {
-        b.to_async(&rt).iter(|| async {
-            let res = es_svc
-                .clone()
-                .oneshot(request(Some((
-                    "authorization",
-                    format!("Bearer {es_token}"),
-                ))))
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-        })
-    });
+    let jwt_cases = [
+        (
+            "jwt_hs256_hit",
+            layered(&verifier(hs_key, false)),
+            &hs_token,
+        ),
+        (
+            "jwt_hs256_cached_hit",
+            layered(&verifier(hs_key, true)),
+            &hs_token,
+        ),
+        (
+            "jwt_es256_hit",
+            layered(&verifier(es_key, false)),
+            &es_token,
+        ),
+        (
+            "jwt_es256_cached_hit",
+            layered(&verifier(es_key, true)),
+            &es_token,
+        ),
+    ];
+    for (name, svc, token) in &jwt_cases {
+        group.bench_function(*name, |b| {
+            b.to_async(&rt).iter(|| async {
+                let res = svc
+                    .clone()
+                    .oneshot(request(Some(("authorization", format!("Bearer {token}")))))
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+            })
+        });
+    }
+    let hs_svc = &jwt_cases[0].1;
     group.bench_function("api_key_hit", |b| {
         b.to_async(&rt).iter(|| async {
             let res = hs_svc
