@@ -6,7 +6,8 @@
 //!
 //! ```sql
 //! CREATE FUNCTION pg_temp.tenantry_fused_<sha-256 of the SQL>(<parameter types>, text)
-//!   RETURNS TABLE(<the statement's columns>) LANGUAGE plpgsql STABLE AS $tenantry_fused$
+//!   RETURNS TABLE(<the statement's columns>) LANGUAGE plpgsql STABLE
+//!   SET plan_cache_mode = force_generic_plan AS $tenantry_fused$
 //! #variable_conflict use_column
 //! BEGIN
 //! PERFORM pg_catalog.set_config('app.tenant_id', $<n + 1>, true);
@@ -50,16 +51,27 @@ pub(crate) struct Shape {
 
 /// Shapes by statement text, shared by every connection of a pool (the definition is built
 /// from type names, so it holds in every database of the same schema).
-#[derive(Debug, Default)]
-pub(crate) struct Shapes(Mutex<HashMap<String, Arc<Shape>>>);
+#[derive(Debug)]
+pub(crate) struct Shapes {
+    map: Mutex<HashMap<String, Arc<Shape>>>,
+    /// Whether the functions force generic plans (see `RlsPoolBuilder::fused_generic_plans`).
+    pub(crate) generic_plans: bool,
+}
 
 impl Shapes {
+    pub(crate) fn new(generic_plans: bool) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            generic_plans,
+        }
+    }
+
     pub(crate) fn get(&self, sql: &str) -> Option<Arc<Shape>> {
-        self.0.lock().ok()?.get(sql).cloned()
+        self.map.lock().ok()?.get(sql).cloned()
     }
 
     pub(crate) fn insert(&self, sql: &str, shape: Arc<Shape>) {
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.map.lock() {
             if map.len() >= MAX_SHAPES {
                 map.clear();
             }
@@ -77,10 +89,17 @@ fn body_of(sql: &str) -> &str {
     sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
-/// The function's name: `tenantry_fused_` and 40 hex digits of the statement's SHA-256 (160
-/// bits: distinct statements never share a function).
-pub(crate) fn function_name(body: &str) -> String {
-    let digest = Sha256::digest(body.as_bytes());
+/// The function's name: `tenantry_fused_` and 40 hex digits of the SHA-256 of the statement
+/// and the plan setting (160 bits: distinct definitions never share a name).
+pub(crate) fn function_name(body: &str, generic_plans: bool) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(body.as_bytes());
+    hasher.update(if generic_plans {
+        b"\0generic"
+    } else {
+        b"\0auto\0\0\0"
+    });
+    let digest = hasher.finalize();
     let mut name = String::from("tenantry_fused_");
     for byte in &digest[..20] {
         let _ = write!(name, "{byte:02x}");
@@ -94,6 +113,7 @@ pub(crate) fn build(
     sql: &str,
     param_types: &[String],
     columns: &[(String, String)],
+    generic_plans: bool,
 ) -> Result<Shape, DbError> {
     let body = body_of(sql);
     if body.contains(TAG) {
@@ -115,14 +135,19 @@ pub(crate) fn build(
         }
         returns.push(format!("{} {ty}", quote_ident(name)?));
     }
-    let name = function_name(body);
+    let name = function_name(body, generic_plans);
     let tenant = param_types.len() + 1;
+    let plans = if generic_plans {
+        " SET plan_cache_mode = force_generic_plan"
+    } else {
+        ""
+    };
     let mut args: Vec<&str> = param_types.iter().map(String::as_str).collect();
     args.push("text");
     // A trailing `-- comment` in the statement must not swallow the `;` and `END`.
     let ddl = format!(
         "CREATE OR REPLACE FUNCTION pg_temp.{name}({args}) RETURNS TABLE({returns}) \
-         LANGUAGE plpgsql STABLE AS {TAG}\n#variable_conflict use_column\nBEGIN\n\
+         LANGUAGE plpgsql STABLE{plans} AS {TAG}\n#variable_conflict use_column\nBEGIN\n\
          PERFORM pg_catalog.set_config('app.tenant_id', ${tenant}, true);\n\
          RETURN QUERY {body}\n;\nEND\n{TAG}",
         args = args.join(", "),
@@ -135,7 +160,11 @@ pub(crate) fn build(
 
 /// Prepares the statement once to learn its shape (one round trip to prepare, one to name
 /// its types); the prepared statement itself is closed again.
-pub(crate) async fn shape_of(client: &Client, sql: &str) -> Result<Shape, DbError> {
+pub(crate) async fn shape_of(
+    client: &Client,
+    sql: &str,
+    generic_plans: bool,
+) -> Result<Shape, DbError> {
     let statement = client
         .prepare(body_of(sql))
         .await
@@ -162,7 +191,7 @@ pub(crate) async fn shape_of(client: &Client, sql: &str) -> Result<Shape, DbErro
         .zip(column_types)
         .map(|(c, ty)| (c.name().to_owned(), ty.clone()))
         .collect();
-    build(sql, params, &columns)
+    build(sql, params, &columns, generic_plans)
 }
 
 #[cfg(test)]
@@ -181,9 +210,13 @@ mod tests {
             "SELECT id, title FROM documents WHERE tenant_id = $1 LIMIT $2;  \n",
             &["uuid".into(), "bigint".into()],
             &cols(&[("id", "uuid"), ("title", "text")]),
+            true,
         )
         .unwrap();
-        let name = function_name("SELECT id, title FROM documents WHERE tenant_id = $1 LIMIT $2");
+        let name = function_name(
+            "SELECT id, title FROM documents WHERE tenant_id = $1 LIMIT $2",
+            true,
+        );
         assert_eq!(name.len(), "tenantry_fused_".len() + 40);
         assert!(name.len() <= 63, "a PostgreSQL identifier");
         assert_eq!(
@@ -192,7 +225,8 @@ mod tests {
         );
         assert!(shape.ddl.starts_with(&format!(
             "CREATE OR REPLACE FUNCTION pg_temp.{name}(uuid, bigint, text) \
-             RETURNS TABLE(\"id\" uuid, \"title\" text) LANGUAGE plpgsql STABLE AS"
+             RETURNS TABLE(\"id\" uuid, \"title\" text) LANGUAGE plpgsql STABLE \
+             SET plan_cache_mode = force_generic_plan AS"
         )));
         assert!(shape
             .ddl
@@ -215,17 +249,30 @@ mod tests {
             ),
             ("SELECT $1", vec!["int".to_owned(); 100], one.clone()),
         ] {
-            let err = build(sql, &params, &columns).unwrap_err();
+            let err = build(sql, &params, &columns, true).unwrap_err();
             assert_eq!(err.kind(), DbErrorKind::Internal, "{sql}");
         }
-        assert!(build("SELECT $1", &vec!["int".to_owned(); 99], &one).is_ok());
+        assert!(build("SELECT $1", &vec!["int".to_owned(); 99], &one, true).is_ok());
     }
 
     #[test]
     fn distinct_statements_get_distinct_functions_and_trailing_noise_does_not_matter() {
-        assert_ne!(function_name("SELECT 1"), function_name("SELECT 2"));
-        let a = build("SELECT 1 AS a", &[], &cols(&[("a", "int")])).unwrap();
-        let b = build("SELECT 1 AS a ;\n", &[], &cols(&[("a", "int")])).unwrap();
+        assert_ne!(
+            function_name("SELECT 1", true),
+            function_name("SELECT 2", true)
+        );
+        // The plan setting is part of the definition, so it is part of the name.
+        assert_ne!(
+            function_name("SELECT 1", true),
+            function_name("SELECT 1", false)
+        );
+        let a = build("SELECT 1 AS a", &[], &cols(&[("a", "int")]), true).unwrap();
+        let b = build("SELECT 1 AS a ;\n", &[], &cols(&[("a", "int")]), true).unwrap();
         assert_eq!(a.call, b.call);
+        let auto = build("SELECT 1 AS a", &[], &cols(&[("a", "int")]), false).unwrap();
+        assert!(!auto.ddl.contains("plan_cache_mode"));
+        assert!(a
+            .ddl
+            .contains(" STABLE SET plan_cache_mode = force_generic_plan AS "));
     }
 }

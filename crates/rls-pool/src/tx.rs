@@ -596,7 +596,8 @@ impl TxInner {
         let shape = match self.pool.fused.get(sql) {
             Some(shape) => shape,
             None => {
-                let shape = Arc::new(fused::shape_of(object, sql).await?);
+                let shape =
+                    Arc::new(fused::shape_of(object, sql, self.pool.fused.generic_plans).await?);
                 self.pool.fused.insert(sql, shape.clone());
                 shape
             }

@@ -38,18 +38,52 @@ async fn each_tenant_sees_only_its_rows_and_the_connection_is_clean_after_every_
         let now = assert_next_checkout_is_clean(&rls, db.admin()).await;
         assert_eq!(*pid.get_or_insert(now), now);
     }
-    // The function was defined once on that connection, in its temporary schema only.
-    let functions: i64 = db
+    // The function was defined once on that connection, in its temporary schema only, and
+    // plans its statement once (generic plans, the default).
+    let functions: Vec<Option<Vec<String>>> = db
         .admin()
-        .query_one(
-            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+        .query(
+            "SELECT p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE p.proname LIKE 'tenantry_fused_%' AND n.nspname LIKE 'pg_temp%'",
             &[],
         )
         .await
         .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        functions,
+        [Some(vec!["plan_cache_mode=force_generic_plan".to_owned()])]
+    );
+}
+
+#[tokio::test]
+async fn without_generic_plans_the_function_leaves_planning_to_postgres_and_still_isolates() {
+    let (db, a, b) = seeded().await;
+    let rls = builder(&db, 1).fused_generic_plans(false).build().unwrap();
+    for t in [&a, &b, &a] {
+        let rows = rls
+            .for_tenant(t.clone())
+            .query_fused(EVERY_ROW, &[t.id().as_uuid()])
+            .await
+            .unwrap();
+        assert!(rows
+            .iter()
+            .all(|r| r.get::<_, uuid::Uuid>(0) == *t.id().as_uuid()));
+        assert_eq!(rows.len(), if Arc::ptr_eq(t, &a) { 2 } else { 1 });
+        assert_next_checkout_is_clean(&rls, db.admin()).await;
+    }
+    let config: Option<Vec<String>> = db
+        .admin()
+        .query_one(
+            "SELECT p.proconfig FROM pg_proc p WHERE p.proname LIKE 'tenantry_fused_%'",
+            &[],
+        )
+        .await
+        .unwrap()
         .get(0);
-    assert_eq!(functions, 1);
+    assert_eq!(config, None);
 }
 
 #[tokio::test]
