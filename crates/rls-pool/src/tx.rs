@@ -94,18 +94,27 @@ impl TenantDb {
 
     /// Opens a transaction with the given access.
     pub async fn begin_with(&self, access: Access) -> Result<TenantTx, DbError> {
-        let limits = self.tenant.limits();
+        let plan = self.plan_for(access)?;
+        self.open(plan).await
+    }
+
+    /// What opens this tenant's transaction (no I/O).
+    fn plan_for(&self, access: Access) -> Result<ContextPlan, DbError> {
         let schema = match self.tenant.placement() {
             Placement::Schema(name) => Some(&**name),
             Placement::Shared | Placement::Database(_) => None,
         };
-        let plan = ContextPlan::new(
+        ContextPlan::new(
             self.pool.mode,
             access,
             self.tenant.id(),
-            limits.statement_timeout,
+            self.tenant.limits().statement_timeout,
             schema,
-        )?;
+        )
+    }
+
+    /// Takes a slot of the tenant's cap and a pooled connection for `plan`; sends nothing.
+    async fn open(&self, plan: ContextPlan) -> Result<TenantTx, DbError> {
         let permit = self.pool.tenant_slot(&self.tenant).await?;
         let client = self.pool.checkout_for(self.tenant.placement()).await?;
         Ok(TenantTx {
@@ -255,11 +264,12 @@ impl TenantDb {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
-        let tx = self.begin_read_only().await?;
-        if !tx.handle.inner.plan.fusable() {
-            drop(tx);
+        // Decided before any checkout: the fallback takes its own slot and connection.
+        let plan = self.plan_for(Access::ReadOnly)?;
+        if !plan.fusable() {
             return self.query_cached(sql, params).await;
         }
+        let tx = self.open(plan).await?;
         tx.handle.inner.fused(sql, params).await
     }
 
