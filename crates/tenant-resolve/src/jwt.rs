@@ -201,12 +201,13 @@ impl JwtVerifier {
     /// [`cache_verified_tokens`](JwtVerifierBuilder::cache_verified_tokens), a token that
     /// verified before is answered from memory after its time claims are checked again.
     pub(crate) fn verify(&self, token: &str) -> Result<(TenantRef, Principal), Refusal> {
-        let Some(cache) = &self.inner.cache else {
-            return self.verify_uncached(token).map(|v| (v.tenant, v.principal));
-        };
+        // Before anything else, the cache lookup (which hashes the token) included.
         if token.len() > Self::MAX_TOKEN_LEN {
             return Err("token too large");
         }
+        let Some(cache) = &self.inner.cache else {
+            return self.verify_uncached(token).map(|v| (v.tenant, v.principal));
+        };
         if let Some(hit) = cache.get(token) {
             if hit.in_time(unix_now(), self.inner.leeway) {
                 return Ok((hit.tenant.clone(), hit.principal.clone()));
@@ -236,10 +237,8 @@ impl JwtVerifier {
         }
     }
 
+    /// Full verification; `verify` has already refused an oversized token.
     fn verify_uncached(&self, token: &str) -> Result<Verified, Refusal> {
-        if token.len() > Self::MAX_TOKEN_LEN {
-            return Err("token too large");
-        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
         if header.crit.is_some() {
             // RFC 7515 §4.1.11: unknown critical extensions must be rejected; we know none.
