@@ -190,6 +190,9 @@ async fn every_fallback_decision_is_counted_and_logged() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Callsites registered meanwhile by tests on other threads (no subscriber) may have
+    // cached "never"; rebuild with this subscriber live.
+    tracing::callsite::rebuild_interest_cache();
 
     let mut server = OwnedRedis::start();
     let limiter = limiter(&server, FailPolicy::Local { share: 0.5 }).await;

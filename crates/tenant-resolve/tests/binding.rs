@@ -416,6 +416,10 @@ async fn mismatch_emits_a_warning_event() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary hit the same WARN callsite on other threads, with no
+    // subscriber; a registration racing the `set_default` above can cache "never" for it.
+    // Rebuilding now, with this subscriber live, makes the event reach the capture.
+    tracing::callsite::rebuild_interest_cache();
 
     let w = World::new();
     let token = hs256(&claims("acme"));

@@ -313,6 +313,9 @@ async fn tenant_id_and_slug_are_recorded_on_the_request_span() {
     let fields = Fields::default();
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(fields.clone()));
+    // Callsites registered meanwhile by tests on other threads (no subscriber) may have
+    // cached "never"; rebuild with this subscriber live.
+    tracing::callsite::rebuild_interest_cache();
     let w = World::new();
     let svc = layer(&w).layer(tower::service_fn(echo));
     let span = tracing::info_span!(
