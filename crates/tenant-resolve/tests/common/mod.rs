@@ -157,6 +157,17 @@ pub fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
     jsonwebtoken::encode(header, claims, key).unwrap()
 }
 
+/// `token` with its signature changed: the first base64url character of the signature
+/// segment replaced. All six bits of that character are data (the last character of a
+/// segment may carry padding bits only), so the decoded signature always differs.
+pub fn tampered_signature(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').expect("a JWS has three segments");
+    let mut chars = signature.chars();
+    let first = chars.next().expect("a non-empty signature");
+    let replacement = if first == 'A' { 'B' } else { 'A' };
+    format!("{signed}.{replacement}{}", chars.as_str())
+}
+
 /// base64url without padding, for hand-made tokens.
 pub fn b64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
