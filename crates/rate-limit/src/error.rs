@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 /// A builder was given an invalid setting.
 #[derive(Debug, Clone)]
@@ -48,10 +49,13 @@ impl fmt::Display for ConfigError {
 impl StdError for ConfigError {}
 
 /// A limiter could not take a decision.
-#[derive(Debug)]
+///
+/// Cloning is cheap: when one backend call decides for several requests, each of them gets
+/// the call's error.
+#[derive(Debug, Clone)]
 pub struct LimiterError {
     kind: LimiterErrorKind,
-    source: Option<Box<dyn StdError + Send + Sync>>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 /// Why a limiter could not take a decision.
@@ -79,7 +83,7 @@ impl LimiterError {
     ) -> Self {
         Self {
             kind,
-            source: Some(source.into()),
+            source: Some(Arc::from(source.into())),
         }
     }
 

@@ -3,8 +3,9 @@
 //! - [`Quota`] and the GCRA core: integer microseconds, one number per key, no window edge
 //!   that lets twice the limit through.
 //! - Backends implementing [`Limiter`]: [`LocalLimiter`] (in process: a sharded map with an
-//!   idle sweep and a hard key cap) and, with the `redis` feature, `RedisLimiter` (one Lua
-//!   script per decision via `EVALSHA`, clock from Redis `TIME`, keys hash-tagged by tenant
+//!   idle sweep and a hard key cap) and, with the `redis` feature, `RedisLimiter` (a Lua
+//!   script via `EVALSHA`, at most one call per decision and concurrent decisions for one key
+//!   sharing calls, clock from Redis `TIME`, keys hash-tagged by tenant
 //!   for Redis Cluster, a per-call timeout, one attempt, a circuit breaker, a fail policy and
 //!   a local negative cache).
 //! - [`RateLimitLayer`]: key = tenant id + policy; quota from the tenant's limits on every

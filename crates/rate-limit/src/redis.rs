@@ -1,11 +1,17 @@
 //! The Redis backend: limits shared by every instance.
 //!
-//! One decision is one `EVALSHA` of a small Lua script ([`SCRIPT`](RedisLimiter::SCRIPT)):
+//! Decisions are taken by one `EVALSHA` of a small Lua script ([`SCRIPT`](RedisLimiter::SCRIPT)):
 //! read the key's TAT, apply GCRA, write the new TAT with its expiry, all atomically, with the
 //! clock taken from Redis `TIME` so instances with skewed clocks agree. The quota travels with
 //! every call, so a plan change applies on the next request. Keys look like
 //! `<prefix>{<tenant id>}:<policy>`: the hash tag keeps all of a tenant's keys in one Redis
 //! Cluster slot.
+//!
+//! A decision never costs more than one call, and concurrent decisions for one key share
+//! calls (on by default, see [`RedisLimiterBuilder::coalesce`]): while a call for a key is in
+//! flight, further decisions for that key queue, and the next call decides all of them, in
+//! arrival order, with the arithmetic of as many single calls at one instant. The counts stay
+//! exact; a busy tenant costs Redis one script run per round trip instead of one per request.
 //!
 //! Failures are bounded: every call has a timeout and is sent at most once (fred's defaults
 //! are no timeout and three attempts, and a retried script can count a request twice); after
@@ -20,7 +26,7 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
@@ -33,6 +39,8 @@ use crate::key::{Decision, DecisionSource, Limiter, RateKey};
 use crate::local::LocalLimiter;
 
 const NEGATIVE_CACHE_CAP: usize = 100_000;
+/// Most decisions one coalesced call carries; more wait for the next call.
+const MAX_BATCH: usize = 128;
 
 /// What to answer when Redis cannot decide (error, timeout, open circuit).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +72,8 @@ impl Default for FailPolicy {
 pub struct RedisStats {
     /// Decisions Redis took.
     pub redis_decisions: u64,
+    /// Calls sent to Redis (fewer than decisions when concurrent decisions share calls).
+    pub redis_calls: u64,
     /// Redis calls that failed or timed out.
     pub redis_failures: u64,
     /// Denials answered from the negative cache.
@@ -112,13 +122,38 @@ struct Inner {
     fail_policy: FailPolicy,
     fallback: LocalLimiter,
     negative: Option<RwLock<HashMap<RateKey, Denied>>>,
+    /// Decisions waiting for a call, by Redis key; a key is present while its driver runs.
+    queues: Option<Mutex<HashMap<String, Vec<Waiting>>>>,
     clock: Instant,
     counters: Counters,
+}
+
+/// A decision queued behind a call in flight for its key.
+struct Waiting {
+    step: Step,
+    reply: tokio::sync::oneshot::Sender<Result<Verdict, LimiterError>>,
+}
+
+/// One decision's arguments to the script.
+#[derive(Clone, Copy)]
+struct Step {
+    increment_us: u64,
+    tolerance_us: u64,
+}
+
+impl Step {
+    fn new(quota: Quota, cost: NonZeroU32) -> Self {
+        Self {
+            increment_us: quota.increment_us(cost),
+            tolerance_us: quota.tolerance_us(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Counters {
     redis_decisions: AtomicU64,
+    redis_calls: AtomicU64,
     redis_failures: AtomicU64,
     negative_cache_hits: AtomicU64,
     fallback_decisions: AtomicU64,
@@ -161,6 +196,7 @@ impl RedisLimiter {
             cool_down: Duration::from_secs(1),
             fail_policy: FailPolicy::default(),
             negative_cache: true,
+            coalesce: true,
             fallback_max_keys: 100_000,
         }
     }
@@ -183,6 +219,7 @@ impl RedisLimiter {
         let c = &self.inner.counters;
         RedisStats {
             redis_decisions: c.redis_decisions.load(Ordering::Relaxed),
+            redis_calls: c.redis_calls.load(Ordering::Relaxed),
             redis_failures: c.redis_failures.load(Ordering::Relaxed),
             negative_cache_hits: c.negative_cache_hits.load(Ordering::Relaxed),
             fallback_decisions: c.fallback_decisions.load(Ordering::Relaxed),
@@ -198,8 +235,8 @@ impl RedisLimiter {
     }
 
     /// Runs the script once with an explicit clock (`now_us`, microseconds) instead of Redis
-    /// `TIME`, bypassing the breaker, the negative cache and the fail policy. For tests that
-    /// feed the Rust core and the script the same timestamps; production calls use
+    /// `TIME`, bypassing the breaker, the negative cache, coalescing and the fail policy. For
+    /// tests that feed the Rust core and the script the same timestamps; production calls use
     /// [`Limiter::check`].
     pub async fn verdict_at(
         &self,
@@ -208,7 +245,28 @@ impl RedisLimiter {
         cost: NonZeroU32,
         now_us: u64,
     ) -> Result<Verdict, LimiterError> {
-        self.eval(key, quota, cost, Some(now_us)).await
+        let mut verdicts = self
+            .verdicts_at(key, &[(quota, cost)], now_us)
+            .await?
+            .into_iter();
+        verdicts
+            .next()
+            .ok_or_else(|| LimiterError::new(LimiterErrorKind::Protocol))
+    }
+
+    /// Runs the script once for several decisions on one key, in order, with an explicit
+    /// clock: what a coalesced call does. Like [`verdict_at`](Self::verdict_at), for tests.
+    pub async fn verdicts_at(
+        &self,
+        key: &RateKey,
+        decisions: &[(Quota, NonZeroU32)],
+        now_us: u64,
+    ) -> Result<Vec<Verdict>, LimiterError> {
+        let steps: Vec<Step> = decisions
+            .iter()
+            .map(|&(quota, cost)| Step::new(quota, cost))
+            .collect();
+        self.eval(&self.redis_key(key), &steps, Some(now_us)).await
     }
 
     /// Decides now (what [`Limiter::check`] does).
@@ -218,23 +276,25 @@ impl RedisLimiter {
         quota: Quota,
         cost: NonZeroU32,
     ) -> Result<Decision, LimiterError> {
-        let inner = &*self.inner;
         let now = self.now_us();
         if let Some(d) = self.cached_denial(key, quota, cost, now) {
             return Ok(d);
         }
-        if !inner.breaker.allow(now) {
-            return self.fail(
-                key,
-                quota,
-                cost,
-                LimiterError::new(LimiterErrorKind::CircuitOpen),
-            );
+        if self.inner.breaker.is_open(now) {
+            let err = LimiterError::new(LimiterErrorKind::CircuitOpen);
+            return self.fail(key, quota, cost, err);
         }
-        match self.eval(key, quota, cost, None).await {
+        let step = Step::new(quota, cost);
+        let verdict = match &self.inner.queues {
+            Some(queues) => self.queued(queues, key, step).await,
+            None => self
+                .call(&self.redis_key(key), &[step])
+                .await
+                .and_then(|v| single(v.into_iter())),
+        };
+        match verdict {
             Ok(verdict) => {
-                inner.breaker.success();
-                inner
+                self.inner
                     .counters
                     .redis_decisions
                     .fetch_add(1, Ordering::Relaxed);
@@ -242,6 +302,96 @@ impl RedisLimiter {
                     self.remember_denial(key, quota, cost, verdict);
                 }
                 Ok(Decision::new(verdict, quota, DecisionSource::Primary))
+            }
+            Err(err) => self.fail(key, quota, cost, err),
+        }
+    }
+
+    /// Queues `step` for its key's next call, starting the key's driver when none runs.
+    async fn queued(
+        &self,
+        queues: &Mutex<HashMap<String, Vec<Waiting>>>,
+        key: &RateKey,
+        step: Step,
+    ) -> Result<Verdict, LimiterError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let redis_key = self.redis_key(key);
+        let start = {
+            let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+            match queues.get_mut(&redis_key) {
+                Some(waiting) => {
+                    waiting.push(Waiting { step, reply });
+                    None
+                }
+                None => {
+                    queues.insert(redis_key.clone(), vec![Waiting { step, reply }]);
+                    Some(redis_key)
+                }
+            }
+        };
+        if let Some(redis_key) = start {
+            // A task, not this future: the driver must outlive any one request, whose
+            // future the server may drop (client gone) while others wait on the call.
+            tokio::spawn(self.clone().drive(redis_key));
+        }
+        // The driver answers within the calls' own timeouts; this bound only keeps a
+        // decision as prompt as an uncoalesced one when Redis stalls with a long queue.
+        match tokio::time::timeout(self.inner.timeout * 2, answer).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(closed)) => Err(LimiterError::with_source(LimiterErrorKind::Backend, closed)),
+            Err(elapsed) => Err(LimiterError::with_source(
+                LimiterErrorKind::Backend,
+                elapsed,
+            )),
+        }
+    }
+
+    /// Sends the queued decisions of `redis_key`, a batch per call, until none are left.
+    async fn drive(self, redis_key: String) {
+        let Some(queues) = &self.inner.queues else {
+            return;
+        };
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(waiting) = queues.get_mut(&redis_key) else {
+                    return;
+                };
+                if waiting.is_empty() {
+                    queues.remove(&redis_key);
+                    return;
+                }
+                let n = waiting.len().min(MAX_BATCH);
+                waiting.drain(..n).collect()
+            };
+            let steps: Vec<Step> = batch.iter().map(|w| w.step).collect();
+            match self.call(&redis_key, &steps).await {
+                Ok(verdicts) => {
+                    for (waiting, verdict) in batch.into_iter().zip(verdicts) {
+                        // A waiter that is gone (request dropped) needs no answer.
+                        let _ = waiting.reply.send(Ok(verdict));
+                    }
+                }
+                Err(err) => {
+                    for waiting in batch {
+                        let _ = waiting.reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One call through the circuit breaker: `steps` decided in order, or the call's error.
+    async fn call(&self, redis_key: &str, steps: &[Step]) -> Result<Vec<Verdict>, LimiterError> {
+        let inner = &*self.inner;
+        if !inner.breaker.allow(self.now_us()) {
+            return Err(LimiterError::new(LimiterErrorKind::CircuitOpen));
+        }
+        inner.counters.redis_calls.fetch_add(1, Ordering::Relaxed);
+        match self.eval(redis_key, steps, None).await {
+            Ok(verdicts) => {
+                inner.breaker.success();
+                Ok(verdicts)
             }
             Err(err) => {
                 inner
@@ -252,7 +402,7 @@ impl RedisLimiter {
                 if inner.breaker.failure(self.now_us()) {
                     tracing::warn!(error = %err, "rate limit: Redis circuit breaker opened");
                 }
-                self.fail(key, quota, cost, err)
+                Err(err)
             }
         }
     }
@@ -367,23 +517,20 @@ impl RedisLimiter {
 
     async fn eval(
         &self,
-        key: &RateKey,
-        quota: Quota,
-        cost: NonZeroU32,
+        redis_key: &str,
+        steps: &[Step],
         now: Option<u64>,
-    ) -> Result<Verdict, LimiterError> {
+    ) -> Result<Vec<Verdict>, LimiterError> {
         let inner = &*self.inner;
-        let redis_key = self.redis_key(key);
         let slot = redis_keyslot(redis_key.as_bytes());
-        let mut args: Vec<Value> = vec![
-            Value::from(inner.sha.as_str()),
-            Value::from(1i64),
-            Value::from(redis_key.as_str()),
-            Value::from(quota.increment_us(cost).to_string()),
-            Value::from(quota.tolerance_us().to_string()),
-        ];
-        if let Some(now) = now {
-            args.push(Value::from(now.to_string()));
+        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * steps.len());
+        args.push(Value::from(inner.sha.as_str()));
+        args.push(Value::from(1i64));
+        args.push(Value::from(redis_key));
+        args.push(now.map_or_else(|| Value::from(""), |now| Value::from(now.to_string())));
+        for step in steps {
+            args.push(Value::from(step.increment_us.to_string()));
+            args.push(Value::from(step.tolerance_us.to_string()));
         }
         let cmd = || CustomCommand::new_static("EVALSHA", ClusterHash::Custom(slot), false);
         let client = inner.client.with_options(&inner.options);
@@ -409,28 +556,39 @@ impl RedisLimiter {
             .await
             .map_err(|e| LimiterError::with_source(LimiterErrorKind::Backend, e))?
             .map_err(|e| LimiterError::with_source(LimiterErrorKind::Backend, e))?;
-        parse_verdict(value)
+        parse_verdicts(value, steps.len())
     }
 }
 
-fn parse_verdict(value: Value) -> Result<Verdict, LimiterError> {
+/// The one verdict of a one-decision call.
+fn single(mut verdicts: impl Iterator<Item = Verdict>) -> Result<Verdict, LimiterError> {
+    verdicts
+        .next()
+        .ok_or_else(|| LimiterError::new(LimiterErrorKind::Protocol))
+}
+
+/// The script's reply: three numbers per decision, `expected` decisions.
+fn parse_verdicts(value: Value, expected: usize) -> Result<Vec<Verdict>, LimiterError> {
     let protocol = || LimiterError::new(LimiterErrorKind::Protocol);
     let Value::Array(items) = value else {
         return Err(protocol());
     };
+    if items.len() != 3 * expected {
+        return Err(protocol());
+    }
     let nums: Vec<u64> = items
         .iter()
         .map(|v| v.as_i64().and_then(|n| u64::try_from(n).ok()))
         .collect::<Option<_>>()
         .ok_or_else(protocol)?;
-    match nums.as_slice() {
-        [allowed, reset, retry] => Ok(Verdict {
-            allowed: *allowed == 1,
-            reset_after_us: *reset,
-            retry_after_us: *retry,
-        }),
-        _ => Err(protocol()),
-    }
+    Ok(nums
+        .chunks_exact(3)
+        .map(|n| Verdict {
+            allowed: n[0] == 1,
+            reset_after_us: n[1],
+            retry_after_us: n[2],
+        })
+        .collect())
 }
 
 impl Limiter for RedisLimiter {
@@ -512,6 +670,7 @@ pub struct RedisLimiterBuilder {
     cool_down: Duration,
     fail_policy: FailPolicy,
     negative_cache: bool,
+    coalesce: bool,
     fallback_max_keys: usize,
 }
 
@@ -524,6 +683,7 @@ impl fmt::Debug for RedisLimiterBuilder {
             .field("cool_down", &self.cool_down)
             .field("fail_policy", &self.fail_policy)
             .field("negative_cache", &self.negative_cache)
+            .field("coalesce", &self.coalesce)
             .finish_non_exhaustive()
     }
 }
@@ -563,6 +723,19 @@ impl RedisLimiterBuilder {
     /// Answer known denials locally until their retry time (default on).
     pub fn negative_cache(mut self, on: bool) -> Self {
         self.negative_cache = on;
+        self
+    }
+
+    /// Let concurrent decisions for one key share Redis calls (default on).
+    ///
+    /// While a call for a key is in flight, further decisions for that key wait, and the next
+    /// call decides up to 128 of them in arrival order, exactly as that many single calls at
+    /// one instant would. Under load a hot key costs Redis one script run per round trip
+    /// instead of one per request; a decision that arrives while none is in flight is sent at
+    /// once. Off, every decision is its own call. Coalescing needs a Tokio runtime (the
+    /// calls are driven by a spawned task, so a dropped request cannot strand the others).
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.coalesce = on;
         self
     }
 
@@ -648,6 +821,7 @@ impl RedisLimiterBuilder {
                 fail_policy: self.fail_policy,
                 fallback,
                 negative: self.negative_cache.then(|| RwLock::new(HashMap::new())),
+                queues: self.coalesce.then(|| Mutex::new(HashMap::new())),
                 clock: Instant::now(),
                 counters: Counters::default(),
             }),

@@ -230,3 +230,130 @@ async fn a_flushed_script_is_reloaded_and_the_decision_counted_once() {
     // Counted once: one unit left.
     assert_eq!(d.remaining(), 1);
 }
+
+#[test]
+fn one_call_with_many_decisions_equals_the_rust_core_deciding_them_in_order() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (redis, limiter) = rt.block_on(async {
+        let redis = TestRedis::new().await;
+        let limiter = limiter(&redis).await;
+        (redis, limiter)
+    });
+    let config = ProptestConfig {
+        cases: 48,
+        ..ProptestConfig::default()
+    };
+    // Batches at successive instants; inside a batch the quota may change (a plan change
+    // racing a busy tenant), so one call carries several quotas and costs.
+    let batches = prop::collection::vec((0u64..3_000_000, steps()), 1..6);
+    proptest!(config, |(batches in batches, start in 0u64..1_000_000)| {
+        let local = LocalLimiter::new();
+        let key = RateKey::new(TenantId::new_v4(), "api".into());
+        let mut now = 1_700_000_000_000_000u64 + start;
+        for (dt_us, steps) in &batches {
+            now += dt_us;
+            let decisions: Vec<(Quota, NonZeroU32)> = steps
+                .iter()
+                .map(|s| {
+                    (
+                        Quota::per_minute(s.quota.0, s.quota.1).unwrap(),
+                        NonZeroU32::new(s.cost).unwrap(),
+                    )
+                })
+                .collect();
+            let ours: Vec<_> = decisions
+                .iter()
+                .map(|&(quota, cost)| local.decide_at(&key, quota, cost, now).unwrap().verdict())
+                .collect();
+            let theirs = rt.block_on(limiter.verdicts_at(&key, &decisions, now)).unwrap();
+            prop_assert_eq!(ours, theirs, "batch at {}", now);
+        }
+    });
+    rt.block_on(async {
+        assert_every_key_expires(redis.client(), redis.prefix()).await;
+    });
+}
+
+/// `n` decisions for one key, all queued before any call is answered: on a current-thread
+/// runtime `join_all` polls every future once before the driver task first runs.
+async fn decide_together(limiter: &RedisLimiter, key: &RateKey, quota: Quota, n: usize) -> usize {
+    let checks = (0..n).map(|_| limiter.check(key, quota, one()));
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter(|d| d.as_ref().unwrap().is_allowed())
+        .count()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_decisions_for_one_key_share_calls_and_stay_exact() {
+    let redis = TestRedis::new().await;
+    let coalescing = limiter(&redis).await;
+    let key = RateKey::new(TenantId::new_v4(), "api".into());
+    let quota = Quota::per_minute(100, 100).unwrap();
+    let allowed = decide_together(&coalescing, &key, quota, 300).await;
+    let stats = coalescing.stats();
+    assert_eq!(allowed, 100, "exactly the burst");
+    assert_eq!(stats.redis_decisions, 300);
+    // 300 queued decisions, at most 128 a call.
+    assert_eq!(stats.redis_calls, 3, "{stats:?}");
+    assert_eq!(stats.redis_failures, 0);
+
+    // The same with coalescing off: one call per decision, the same count.
+    let single = RedisLimiter::builder(redis.url())
+        .key_prefix(redis.key("rl:"))
+        .timeout(Duration::from_secs(2))
+        .coalesce(false)
+        .build()
+        .await
+        .unwrap();
+    let other = RateKey::new(TenantId::new_v4(), "api".into());
+    let allowed = decide_together(&single, &other, quota, 300).await;
+    assert_eq!(allowed, 100);
+    assert_eq!(single.stats().redis_calls, 300);
+    assert!(assert_every_key_expires(redis.client(), redis.prefix()).await >= 2);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_request_that_started_a_call_strands_no_other_decision() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Waker};
+
+    let redis = TestRedis::new().await;
+    let limiter = limiter(&redis).await;
+    let key = RateKey::new(TenantId::new_v4(), "api".into());
+    let quota = Quota::per_minute(100, 10).unwrap();
+    let mut checks: Vec<_> = (0..20).map(|_| limiter.check(&key, quota, one())).collect();
+    // Poll each once: the first starts the key's driver, the others queue behind it.
+    let mut cx = Context::from_waker(Waker::noop());
+    for check in &mut checks {
+        assert!(Pin::new(check).poll(&mut cx).is_pending());
+    }
+    // The first request goes away (its client disconnected); and one from the middle.
+    drop(checks.remove(10));
+    drop(checks.remove(0));
+    let verdicts = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::future::join_all(checks),
+    )
+    .await
+    .expect("every remaining decision is answered");
+    let allowed: Vec<bool> = verdicts
+        .iter()
+        .map(|d| d.as_ref().unwrap().is_allowed())
+        .collect();
+    // The dropped decisions were still sent (a request, once checked, counts): the burst of
+    // 10 went to the first 10 in arrival order (the first of which is gone), so of those
+    // left, requests 1 to 9 pass and 11 to 19 do not.
+    let mut expected = vec![true; 9];
+    expected.extend([false; 9]);
+    assert_eq!(allowed, expected);
+    let stats = limiter.stats();
+    assert_eq!(stats.redis_decisions, 18, "{stats:?}");
+    // Poll::Pending above proves the 20 were queued before any answer: one call.
+    assert_eq!(stats.redis_calls, 1, "{stats:?}");
+}

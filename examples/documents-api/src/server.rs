@@ -481,6 +481,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         let s = r.stats();
         for (name, v) in [
             ("rate_limit_redis_decisions", s.redis_decisions),
+            ("rate_limit_redis_calls", s.redis_calls),
             ("rate_limit_redis_failures", s.redis_failures),
             ("rate_limit_negative_cache_hits", s.negative_cache_hits),
             ("rate_limit_fallback_decisions", s.fallback_decisions),
