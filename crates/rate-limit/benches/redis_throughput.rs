@@ -88,7 +88,7 @@ fn main() {
         let sha = fred::util::sha1_hash(RedisLimiter::SCRIPT);
         println!(
             "compare: redis-cli SCRIPT LOAD \"$(cat crates/rate-limit/src/gcra.lua)\" && \
-             redis-benchmark -c {concurrency} -n 500000 -r 10000 -q EVALSHA {sha} 1 'tenantry-bench:rl:{{__rand_int__}}:bench' '' 1 60000000"
+             redis-benchmark -c {concurrency} -n 500000 -r 10000 -q EVALSHA {sha} 1 'tenantry-bench:rl:{{__rand_int__}}:bench' '' 1 1 60000000"
         );
     });
 }

@@ -1,12 +1,14 @@
--- GCRA for one key: one call decides one or more requests, in order, at one instant.
--- Mirrors `gcra::step` in Rust, in integer microseconds; a call with n decisions takes exactly
--- the decisions n calls would take at the same instant, one after another.
+-- GCRA for one key: one call decides one or more requests, in order, at one instant, exactly
+-- as that many single decisions at that instant would. Mirrors `gcra::step` in Rust, in
+-- integer microseconds (exact in Lua's doubles below 2^53).
 -- KEYS[1]: the key.
 -- ARGV[1]: "now" in microseconds, or '' for Redis TIME (production; tests comparing with the
 -- Rust core pass their clock).
--- ARGV[2k], ARGV[2k+1] (k = 1..n): increment (cost * interval) and tolerance
--- (burst * interval) of the k-th decision.
--- Returns 3 numbers per decision: allowed (1/0), reset after, retry after (microseconds).
+-- Then one triple per run of identical decisions, in arrival order: ARGV[3r-1] count,
+-- ARGV[3r] increment (cost * interval), ARGV[3r+1] tolerance (burst * interval).
+-- Returns two numbers per run: how many of its decisions were admitted (the first ones: with
+-- one increment, once one is refused so are the rest), and the TAT before the run, relative to
+-- now. The caller derives each decision's reset and retry times from these.
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -20,20 +22,30 @@ if tat < now then
 end
 local out = {}
 local admitted = false
-for i = 2, #ARGV - 1, 2 do
-  local increment = tonumber(ARGV[i])
-  local tolerance = tonumber(ARGV[i + 1])
-  local diff = tat + increment - now
-  if diff <= tolerance then
-    tat = tat + increment
+for i = 2, #ARGV - 2, 3 do
+  local count = tonumber(ARGV[i])
+  local increment = tonumber(ARGV[i + 1])
+  local tolerance = tonumber(ARGV[i + 2])
+  local room = tolerance - (tat - now)
+  -- k = floor(room / increment), corrected for the rounding of the division.
+  local k = 0
+  if room >= increment then
+    k = math.floor(room / increment)
+    while k * increment > room do
+      k = k - 1
+    end
+    while (k + 1) * increment <= room do
+      k = k + 1
+    end
+  end
+  if k > count then
+    k = count
+  end
+  out[#out + 1] = k
+  out[#out + 1] = tat - now
+  if k > 0 then
+    tat = tat + k * increment
     admitted = true
-    out[#out + 1] = 1
-    out[#out + 1] = diff
-    out[#out + 1] = 0
-  else
-    out[#out + 1] = 0
-    out[#out + 1] = tat - now
-    out[#out + 1] = diff - tolerance
   end
 end
 if admitted then

@@ -128,6 +128,19 @@ struct Inner {
     counters: Counters,
 }
 
+/// The call in flight for a key, made by the request that found the key idle; dropping it
+/// (call ended, or request dropped mid-call) hands the key over.
+struct Lead<'a> {
+    limiter: &'a RedisLimiter,
+    redis_key: String,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.limiter.hand_over(std::mem::take(&mut self.redis_key));
+    }
+}
+
 /// A decision queued behind a call in flight for its key.
 struct Waiting {
     step: Step,
@@ -135,7 +148,7 @@ struct Waiting {
 }
 
 /// One decision's arguments to the script.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Step {
     increment_us: u64,
     tolerance_us: u64,
@@ -307,33 +320,41 @@ impl RedisLimiter {
         }
     }
 
-    /// Queues `step` for its key's next call, starting the key's driver when none runs.
+    /// Decides `step` with its own call when no call for its key is in flight (the key is
+    /// then marked busy until the call ends); otherwise queues it for the key's next call.
     async fn queued(
         &self,
         queues: &Mutex<HashMap<String, Vec<Waiting>>>,
         key: &RateKey,
         step: Step,
     ) -> Result<Verdict, LimiterError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let redis_key = self.redis_key(key);
-        let start = {
+        let answer = {
             let mut queues = queues.lock().unwrap_or_else(|e| e.into_inner());
             match queues.get_mut(&redis_key) {
                 Some(waiting) => {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
                     waiting.push(Waiting { step, reply });
-                    None
+                    Some(answer)
                 }
                 None => {
-                    queues.insert(redis_key.clone(), vec![Waiting { step, reply }]);
-                    Some(redis_key)
+                    queues.insert(redis_key.clone(), Vec::new());
+                    None
                 }
             }
         };
-        if let Some(redis_key) = start {
-            // A task, not this future: the driver must outlive any one request, whose
-            // future the server may drop (client gone) while others wait on the call.
-            tokio::spawn(self.clone().drive(redis_key));
-        }
+        let Some(answer) = answer else {
+            // Nothing in flight: this decision goes now, alone. Whatever queues meanwhile is
+            // handed to a driver when the call ends, or when this future is dropped first.
+            let lead = Lead {
+                limiter: self,
+                redis_key,
+            };
+            return self
+                .call(&lead.redis_key, &[step])
+                .await
+                .and_then(|v| single(v.into_iter()));
+        };
         // The driver answers within the calls' own timeouts; this bound only keeps a
         // decision as prompt as an uncoalesced one when Redis stalls with a long queue.
         match tokio::time::timeout(self.inner.timeout * 2, answer).await {
@@ -344,6 +365,27 @@ impl RedisLimiter {
                 elapsed,
             )),
         }
+    }
+
+    /// Called when a key's call in flight ends: frees the key, or, when decisions queued
+    /// behind the call, starts a driver for them.
+    fn hand_over(&self, redis_key: String) {
+        let Some(queues) = &self.inner.queues else {
+            return;
+        };
+        let mut map = queues.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&redis_key).is_some_and(|w| !w.is_empty()) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                drop(map);
+                // A task, not a request's future: the server may drop any request (client
+                // gone) while others wait on the call.
+                runtime.spawn(self.clone().drive(redis_key));
+                return;
+            }
+        }
+        // No one waiting (or no runtime to drive them: their senders drop with the entry,
+        // and each falls back to the fail policy).
+        map.remove(&redis_key);
     }
 
     /// Sends the queued decisions of `redis_key`, a batch per call, until none are left.
@@ -523,12 +565,14 @@ impl RedisLimiter {
     ) -> Result<Vec<Verdict>, LimiterError> {
         let inner = &*self.inner;
         let slot = redis_keyslot(redis_key.as_bytes());
-        let mut args: Vec<Value> = Vec::with_capacity(4 + 2 * steps.len());
+        let runs = runs(steps);
+        let mut args: Vec<Value> = Vec::with_capacity(4 + 3 * runs.len());
         args.push(Value::from(inner.sha.as_str()));
         args.push(Value::from(1i64));
         args.push(Value::from(redis_key));
         args.push(now.map_or_else(|| Value::from(""), |now| Value::from(now.to_string())));
-        for step in steps {
+        for (count, step) in &runs {
+            args.push(Value::from(count.to_string()));
             args.push(Value::from(step.increment_us.to_string()));
             args.push(Value::from(step.tolerance_us.to_string()));
         }
@@ -556,7 +600,7 @@ impl RedisLimiter {
             .await
             .map_err(|e| LimiterError::with_source(LimiterErrorKind::Backend, e))?
             .map_err(|e| LimiterError::with_source(LimiterErrorKind::Backend, e))?;
-        parse_verdicts(value, steps.len())
+        parse_verdicts(value, &runs)
     }
 }
 
@@ -567,28 +611,58 @@ fn single(mut verdicts: impl Iterator<Item = Verdict>) -> Result<Verdict, Limite
         .ok_or_else(|| LimiterError::new(LimiterErrorKind::Protocol))
 }
 
-/// The script's reply: three numbers per decision, `expected` decisions.
-fn parse_verdicts(value: Value, expected: usize) -> Result<Vec<Verdict>, LimiterError> {
+/// Consecutive identical steps as (count, step): a busy key's batch is usually one run, and
+/// the script's work is per run, not per decision.
+fn runs(steps: &[Step]) -> Vec<(usize, Step)> {
+    let mut runs: Vec<(usize, Step)> = Vec::new();
+    for &step in steps {
+        match runs.last_mut() {
+            Some((count, last)) if *last == step => *count += 1,
+            _ => runs.push((1, step)),
+        }
+    }
+    runs
+}
+
+/// The script's reply: per run, how many were admitted and the TAT before the run (relative to
+/// now). Expanded into each decision's verdict with `gcra::step`'s arithmetic: the first
+/// `admitted` pass, each pushing the TAT one increment; the rest are refused at the TAT the
+/// admitted ones left.
+fn parse_verdicts(value: Value, runs: &[(usize, Step)]) -> Result<Vec<Verdict>, LimiterError> {
     let protocol = || LimiterError::new(LimiterErrorKind::Protocol);
     let Value::Array(items) = value else {
         return Err(protocol());
     };
-    if items.len() != 3 * expected {
+    if items.len() != 2 * runs.len() {
         return Err(protocol());
     }
-    let nums: Vec<u64> = items
-        .iter()
-        .map(|v| v.as_i64().and_then(|n| u64::try_from(n).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(protocol)?;
-    Ok(nums
-        .chunks_exact(3)
-        .map(|n| Verdict {
-            allowed: n[0] == 1,
-            reset_after_us: n[1],
-            retry_after_us: n[2],
-        })
-        .collect())
+    let mut verdicts = Vec::with_capacity(runs.iter().map(|(n, _)| n).sum());
+    for (pair, &(count, step)) in items.chunks_exact(2).zip(runs) {
+        let number = |v: &Value| v.as_i64().and_then(|n| u64::try_from(n).ok());
+        let (Some(admitted), Some(base)) = (number(&pair[0]), number(&pair[1])) else {
+            return Err(protocol());
+        };
+        let admitted = usize::try_from(admitted)
+            .ok()
+            .filter(|&k| k <= count)
+            .ok_or_else(protocol)?;
+        let mut tat = base;
+        for _ in 0..admitted {
+            tat += step.increment_us;
+            verdicts.push(Verdict {
+                allowed: true,
+                reset_after_us: tat,
+                retry_after_us: 0,
+            });
+        }
+        let refused = Verdict {
+            allowed: false,
+            reset_after_us: tat,
+            retry_after_us: (tat + step.increment_us).saturating_sub(step.tolerance_us),
+        };
+        verdicts.extend(std::iter::repeat_n(refused, count - admitted));
+    }
+    Ok(verdicts)
 }
 
 impl Limiter for RedisLimiter {
@@ -732,8 +806,9 @@ impl RedisLimiterBuilder {
     /// call decides up to 128 of them in arrival order, exactly as that many single calls at
     /// one instant would. Under load a hot key costs Redis one script run per round trip
     /// instead of one per request; a decision that arrives while none is in flight is sent at
-    /// once. Off, every decision is its own call. Coalescing needs a Tokio runtime (the
-    /// calls are driven by a spawned task, so a dropped request cannot strand the others).
+    /// once, by its own request, at the cost of an uncoalesced one. Queued decisions are sent
+    /// by a spawned Tokio task, so a dropped request never strands the ones behind it. Off,
+    /// every decision is its own call.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
         self

@@ -33,21 +33,27 @@ struct Step {
     quota: (u32, u32),
 }
 
-fn steps() -> impl Strategy<Value = Vec<Step>> {
+fn step() -> impl Strategy<Value = Step> {
     let quota = prop_oneof![
         Just((100u32, 100u32)),
         Just((60, 1)),
         Just((7, 3)),
         (1u32..100_000, 1u32..200),
     ];
-    prop::collection::vec(
-        (0u64..3_000_000, 1u32..6, quota).prop_map(|(dt_us, cost, quota)| Step {
-            dt_us,
-            cost,
-            quota,
-        }),
-        1..40,
-    )
+    (0u64..3_000_000, 1u32..6, quota).prop_map(|(dt_us, cost, quota)| Step { dt_us, cost, quota })
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(step(), 1..40)
+}
+
+/// Runs of identical decisions (what a busy key's batch is made of), flattened.
+fn runs() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec((1usize..40, step()), 1..5).prop_map(|runs| {
+        runs.into_iter()
+            .flat_map(|(n, s)| std::iter::repeat_n(s, n))
+            .collect()
+    })
 }
 
 #[test]
@@ -248,7 +254,7 @@ fn one_call_with_many_decisions_equals_the_rust_core_deciding_them_in_order() {
     };
     // Batches at successive instants; inside a batch the quota may change (a plan change
     // racing a busy tenant), so one call carries several quotas and costs.
-    let batches = prop::collection::vec((0u64..3_000_000, steps()), 1..6);
+    let batches = prop::collection::vec((0u64..3_000_000, prop_oneof![steps(), runs()]), 1..6);
     proptest!(config, |(batches in batches, start in 0u64..1_000_000)| {
         let local = LocalLimiter::new();
         let key = RateKey::new(TenantId::new_v4(), "api".into());
@@ -277,8 +283,8 @@ fn one_call_with_many_decisions_equals_the_rust_core_deciding_them_in_order() {
     });
 }
 
-/// `n` decisions for one key, all queued before any call is answered: on a current-thread
-/// runtime `join_all` polls every future once before the driver task first runs.
+/// `n` decisions for one key, all in before any call is answered: on a current-thread runtime
+/// `join_all` polls every future once before any reply can be read.
 async fn decide_together(limiter: &RedisLimiter, key: &RateKey, quota: Quota, n: usize) -> usize {
     let checks = (0..n).map(|_| limiter.check(key, quota, one()));
     futures_util::future::join_all(checks)
@@ -298,8 +304,9 @@ async fn concurrent_decisions_for_one_key_share_calls_and_stay_exact() {
     let stats = coalescing.stats();
     assert_eq!(allowed, 100, "exactly the burst");
     assert_eq!(stats.redis_decisions, 300);
-    // 300 queued decisions, at most 128 a call.
-    assert_eq!(stats.redis_calls, 3, "{stats:?}");
+    // The first finds the key idle and goes alone; the 299 queued behind it go at most 128
+    // a call.
+    assert_eq!(stats.redis_calls, 4, "{stats:?}");
     assert_eq!(stats.redis_failures, 0);
 
     // The same with coalescing off: one call per decision, the same count.
@@ -328,7 +335,7 @@ async fn dropping_the_request_that_started_a_call_strands_no_other_decision() {
     let key = RateKey::new(TenantId::new_v4(), "api".into());
     let quota = Quota::per_minute(100, 10).unwrap();
     let mut checks: Vec<_> = (0..20).map(|_| limiter.check(&key, quota, one())).collect();
-    // Poll each once: the first starts the key's driver, the others queue behind it.
+    // Poll each once: the first sends its own call, the others queue behind it.
     let mut cx = Context::from_waker(Waker::noop());
     for check in &mut checks {
         assert!(Pin::new(check).poll(&mut cx).is_pending());
@@ -354,6 +361,21 @@ async fn dropping_the_request_that_started_a_call_strands_no_other_decision() {
     assert_eq!(allowed, expected);
     let stats = limiter.stats();
     assert_eq!(stats.redis_decisions, 18, "{stats:?}");
-    // Poll::Pending above proves the 20 were queued before any answer: one call.
-    assert_eq!(stats.redis_calls, 1, "{stats:?}");
+    // Poll::Pending above proves the 20 were in before any answer: the first request's own
+    // call, then one for the 19 queued behind it.
+    assert_eq!(stats.redis_calls, 2, "{stats:?}");
+
+    // A request dropped mid-call with nobody behind it frees its key: the next decision for
+    // the key is sent at once (a stranded key would leave it queued until its timeout and
+    // then to the fail policy).
+    let other = RateKey::new(TenantId::new_v4(), "api".into());
+    let mut lone = limiter.check(&other, quota, one());
+    assert!(Pin::new(&mut lone).poll(&mut cx).is_pending());
+    drop(lone);
+    let d = tokio::time::timeout(Duration::from_secs(1), limiter.check(&other, quota, one()))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    assert_eq!(d.source(), DecisionSource::Primary);
+    assert_eq!(limiter.stats().redis_calls, 4);
 }
