@@ -49,8 +49,9 @@ fn push_sf_string(out: &mut String, name: &str) {
     out.push('"');
 }
 
-fn value(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
+/// The header value of `s`, taking its buffer rather than copying it.
+fn value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 /// `Retry-After` for a denied decision: seconds, rounded up, at least 1.
@@ -69,10 +70,10 @@ pub(crate) fn append(headers: &mut HeaderMap, name: &str, decision: &Decision, l
     let mut state = policy.clone();
     let _ = write!(policy, ";q={};w=60", quota.requests_per_minute());
     let _ = write!(state, ";r={remaining};t={reset}");
-    if let Some(v) = value(&policy) {
+    if let Some(v) = value(policy) {
         headers.append(RATELIMIT_POLICY.clone(), v);
     }
-    if let Some(v) = value(&state) {
+    if let Some(v) = value(state) {
         headers.append(RATELIMIT.clone(), v);
     }
     if legacy {

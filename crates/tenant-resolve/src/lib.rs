@@ -98,8 +98,8 @@
 //! # Features
 //!
 //! - `axum`: extractors [`extract::Tenant`] and [`Principal`] (as `FromRequestParts`).
-//! - `tracing`: records `tenant.id` and `tenant.slug` on the current span (declare them as
-//!   `tracing::field::Empty` on your request span).
+//! - `tracing`: records `tenant.id`, `tenant.slug` and `tenant.plan` on the current span
+//!   (declare them as `tracing::field::Empty` on your request span).
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod config;

@@ -327,7 +327,8 @@ fn bearer_token(value: &str) -> Result<Option<&str>, Rejection> {
         return Ok(None);
     }
     let token = rest.trim_start_matches(' ');
-    if token.is_empty() || token.contains([' ', '\t']) {
+    // Byte-wise: a `char` array pattern decodes the token one `char` at a time.
+    if token.is_empty() || token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(invalid_credentials("malformed bearer credential"));
     }
     Ok(Some(token))

@@ -184,6 +184,7 @@ where
                     let span = tracing::Span::current();
                     span.record("tenant.id", tracing::field::display(resolved.tenant.id()));
                     span.record("tenant.slug", resolved.tenant.slug().as_str());
+                    span.record("tenant.plan", resolved.tenant.plan().name());
                 }
                 let ext = request.extensions_mut();
                 ext.insert(resolved.tenant);

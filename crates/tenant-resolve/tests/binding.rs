@@ -481,7 +481,7 @@ async fn malformed_api_keys_are_refused_without_lookup() {
         .await;
         assert_rejected(&r, StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
-    for value in ["Bearer", "Bearer ", "Bearer a b"] {
+    for value in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\tb"] {
         let r = send(
             &svc,
             req()

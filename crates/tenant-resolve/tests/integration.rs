@@ -282,7 +282,7 @@ async fn rejected_requests_never_reach_the_inner_service() {
 
 #[cfg(feature = "tracing")]
 #[tokio::test]
-async fn tenant_id_and_slug_are_recorded_on_the_request_span() {
+async fn tenant_id_slug_and_plan_are_recorded_on_the_request_span() {
     use std::sync::Mutex;
     use tower::ServiceExt;
     use tracing::Instrument;
@@ -321,7 +321,8 @@ async fn tenant_id_and_slug_are_recorded_on_the_request_span() {
     let span = tracing::info_span!(
         "request",
         tenant.id = tracing::field::Empty,
-        tenant.slug = tracing::field::Empty
+        tenant.slug = tracing::field::Empty,
+        tenant.plan = tracing::field::Empty
     );
     let res = svc
         .oneshot(
@@ -341,6 +342,11 @@ async fn tenant_id_and_slug_are_recorded_on_the_request_span() {
     );
     assert!(
         recorded.contains(&("tenant.slug".to_owned(), "acme".to_owned())),
+        "{recorded:?}"
+    );
+    // World's tenants are on the pro plan.
+    assert!(
+        recorded.contains(&("tenant.plan".to_owned(), "pro".to_owned())),
         "{recorded:?}"
     );
 }

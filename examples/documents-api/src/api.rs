@@ -146,9 +146,15 @@ pub(crate) async fn list_documents(
     };
     let more = rows.len() as i64 > limit;
     let rows = &rows[..rows.len().min(limit as usize)];
+    // Columns by position, in the order both statements select them: a by-name `get` is a
+    // search with string compares for every cell of every row.
+    const ID: usize = 0;
+    const TITLE: usize = 1;
+    const CREATED_AT: usize = 2;
+    const UPDATED_AT: usize = 3;
     let next_cursor = if more {
         rows.last()
-            .map(|r| encode_cursor(r.get("created_at"), r.get("id")))
+            .map(|r| encode_cursor(r.get(CREATED_AT), r.get(ID)))
     } else {
         None
     };
@@ -156,10 +162,10 @@ pub(crate) async fn list_documents(
         data: rows
             .iter()
             .map(|r| DocumentSummary {
-                id: r.get("id"),
-                title: r.get("title"),
-                created_at: rfc3339(r.get("created_at")),
-                updated_at: rfc3339(r.get("updated_at")),
+                id: r.get(ID),
+                title: r.get(TITLE),
+                created_at: rfc3339(r.get(CREATED_AT)),
+                updated_at: rfc3339(r.get(UPDATED_AT)),
             })
             .collect(),
         next_cursor,

@@ -12,6 +12,7 @@ mod api;
 pub mod config;
 pub mod database;
 mod http;
+mod metrics;
 pub mod seed;
 pub mod server;
 

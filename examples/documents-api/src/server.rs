@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 use axum::Router;
@@ -17,7 +16,7 @@ use futures_util::future::Either;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tenantry_cache::{CachedStore, RedisLevel};
 use tenantry_core::problem::{codes, Problem};
-use tenantry_core::{Tenant, TenantId};
+use tenantry_core::TenantId;
 use tenantry_feature_gate::{FeatureRules, RequireFeature};
 use tenantry_rate_limit::{Limiter, LocalLimiter, Quota, RateKey, RateLimitLayer, RedisLimiter};
 use tenantry_resolve::{HostRules, JwtVerifier, TenantResolveLayer};
@@ -29,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use crate::api;
 use crate::config::{JwtAlgorithm, Settings};
 use crate::database::Database;
+use crate::metrics::CountRequestsLayer;
 use crate::{admin, seed};
 
 /// The Redis key prefix of the tenant cache (and its invalidation channel).
@@ -61,8 +61,11 @@ impl Limiter for AppLimiter {
 
 type Store = CachedStore<PgTenantStore>;
 
-#[derive(Clone)]
-struct AppState {
+/// Shared by the handlers that take `State`. Behind an `Arc`: axum clones the state into
+/// every route's service on every request, whether the handler extracts it or not.
+type AppState = Arc<SharedState>;
+
+struct SharedState {
     rls: RlsPool,
     redis: Option<Client>,
     limiter: AppLimiter,
@@ -260,12 +263,12 @@ pub async fn start(settings: Settings, announce: bool) -> anyhow::Result<Running
     let resolve = resolve.build()?;
 
     let prometheus = prometheus_handle()?;
-    let state = AppState {
+    let state = Arc::new(SharedState {
         rls: rls.clone(),
         redis: redis.map(|(c, _)| c),
         limiter: limiter.clone(),
         prometheus,
-    };
+    });
     let app = router(state, resolve, limiter, rls)?;
 
     let listener = tokio::net::TcpListener::bind(settings.bind)
@@ -378,8 +381,8 @@ fn router(
         .fallback(not_found)
         .layer(
             ServiceBuilder::new()
+                // Also records tenant.id, tenant.slug and tenant.plan on the request span.
                 .layer(resolve)
-                .layer(middleware::from_fn(record_plan))
                 .layer(RateLimitLayer::new(limiter))
                 .layer(FeatureRules::new())
                 .layer(RlsLayer::new(rls)),
@@ -392,7 +395,7 @@ fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(api::MAX_CONTENT_BYTES + 64 * 1024))
-        .layer(middleware::from_fn(count_requests))
+        .layer(CountRequestsLayer::default())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -415,30 +418,6 @@ fn router(
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state))
-}
-
-/// Records the tenant's plan on the request span (tenant-resolve records id and slug).
-async fn record_plan(req: Request, next: Next) -> Response {
-    if let Some(t) = req.extensions().get::<Arc<Tenant>>() {
-        tracing::Span::current().record("tenant.plan", t.plan().name());
-    }
-    next.run(req).await
-}
-
-/// Counts requests by route and status, and rejections by problem code and plan.
-async fn count_requests(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
-    if let Some(problem) = res.extensions().get::<Problem>() {
-        metrics::counter!("http_rejections_total", "code" => problem.code().to_owned())
-            .increment(1);
-    }
-    res
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {
