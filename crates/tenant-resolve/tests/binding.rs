@@ -416,22 +416,25 @@ async fn mismatch_emits_a_warning_event() {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary hit the same WARN callsite on other threads, with no
-    // subscriber; a registration racing the `set_default` above can cache "never" for it.
-    // Rebuilding now, with this subscriber live, makes the event reach the capture.
-    tracing::callsite::rebuild_interest_cache();
 
     let w = World::new();
     let token = hs256(&claims("acme"));
-    let r = send(
-        &service(&w),
+    let mismatch = || {
         req()
             .header("x-tenant-id", "globex")
             .header(AUTHORIZATION, bearer(&token))
             .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+            .unwrap()
+    };
+    // Other tests of this binary hit the same WARN callsite on other threads, with no
+    // subscriber. A registration there that straddles the `set_default` above can cache
+    // "never" after any rebuild done before it ends. So: hit the callsite once (registered
+    // by then, here or there), rebuild with this subscriber live, and only then measure.
+    let _ = send(&service(&w), mismatch()).await;
+    tracing::callsite::rebuild_interest_cache();
+    capture.0.lock().unwrap().clear();
+
+    let r = send(&service(&w), mismatch()).await;
     assert_eq!(r.status, 403);
     assert_eq!(
         *capture.0.lock().unwrap(),
