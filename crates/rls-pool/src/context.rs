@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tenantry_core::TenantId;
+use tenantry_core::{Placement, TenantId};
 
 use crate::error::{DbError, DbErrorKind};
 
@@ -105,11 +105,22 @@ impl ContextPlan {
 }
 
 impl ContextPlan {
-    /// Whether the context is one bound `set_config` statement on the default search path
-    /// (PostgreSQL mode, shared or database placement): what a fused read can carry.
-    pub(crate) fn fusable(&self) -> bool {
-        matches!(&self.typed, Some((sql, _)) if *sql == SET_CONTEXT)
+    /// The plan of a connection that never opens a transaction (a fused call carries its
+    /// context itself): nothing to send, nothing allocated. A statement ever run under it
+    /// would run with no tenant context, which row-level security answers with no rows.
+    pub(crate) fn unsent() -> Self {
+        Self {
+            simple: Vec::new(),
+            typed: None,
+        }
     }
+}
+
+/// Whether a tenant's context is one bound `set_config` on the default search path
+/// (PostgreSQL mode, shared or database placement): what a fused read can carry. Decided from
+/// the mode and placement alone, so a fused call builds no [`ContextPlan`].
+pub(crate) fn fusable(mode: ContextMode, placement: &Placement) -> bool {
+    mode == ContextMode::Postgres && !matches!(placement, Placement::Schema(_))
 }
 
 /// `"<schema>", public` with the schema quoted as an identifier. `public` stays on the path
@@ -207,6 +218,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(plan.typed.unwrap().1[1], "1");
+    }
+
+    #[test]
+    fn fusable_means_the_plan_is_exactly_one_bound_set_config() {
+        let placements = [
+            Placement::Shared,
+            Placement::Schema("tenant_acme".into()),
+            Placement::Database("postgres://db/acme".into()),
+        ];
+        for mode in [ContextMode::Postgres, ContextMode::Citus] {
+            for placement in &placements {
+                let schema = match placement {
+                    Placement::Schema(name) => Some(&**name),
+                    _ => None,
+                };
+                let plan = ContextPlan::new(
+                    mode,
+                    Access::ReadOnly,
+                    tenant(),
+                    Duration::from_secs(1),
+                    schema,
+                )
+                .unwrap();
+                let one_set_config = matches!(&plan.typed, Some((sql, _)) if *sql == SET_CONTEXT);
+                assert_eq!(
+                    fusable(mode, placement),
+                    one_set_config,
+                    "{mode:?} {placement:?}"
+                );
+            }
+        }
     }
 
     #[test]

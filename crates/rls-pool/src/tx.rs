@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement, ToStatement};
 
-use crate::context::{Access, ContextPlan};
+use crate::context::{self, Access, ContextPlan};
 use crate::error::{DbError, DbErrorKind};
 use crate::fused;
 use crate::pool::PoolInner;
@@ -265,11 +265,10 @@ impl TenantDb {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         // Decided before any checkout: the fallback takes its own slot and connection.
-        let plan = self.plan_for(Access::ReadOnly)?;
-        if !plan.fusable() {
+        if !context::fusable(self.pool.mode, self.tenant.placement()) {
             return self.query_cached(sql, params).await;
         }
-        let tx = self.open(plan).await?;
+        let tx = self.open(ContextPlan::unsent()).await?;
         tx.handle.inner.fused(sql, params).await
     }
 
