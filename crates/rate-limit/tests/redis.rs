@@ -56,8 +56,9 @@ fn runs() -> impl Strategy<Value = Vec<Step>> {
     })
 }
 
-#[test]
-fn rust_core_and_lua_script_take_the_same_decisions() {
+/// A runtime to block on from a (synchronous) proptest body, with a limiter on its own
+/// namespace of the test Redis.
+fn blocking_limiter() -> (tokio::runtime::Runtime, TestRedis, RedisLimiter) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,6 +68,12 @@ fn rust_core_and_lua_script_take_the_same_decisions() {
         let limiter = limiter(&redis).await;
         (redis, limiter)
     });
+    (rt, redis, limiter)
+}
+
+#[test]
+fn rust_core_and_lua_script_take_the_same_decisions() {
+    let (rt, redis, limiter) = blocking_limiter();
     let config = ProptestConfig {
         cases: 64,
         ..ProptestConfig::default()
@@ -239,15 +246,7 @@ async fn a_flushed_script_is_reloaded_and_the_decision_counted_once() {
 
 #[test]
 fn one_call_with_many_decisions_equals_the_rust_core_deciding_them_in_order() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (redis, limiter) = rt.block_on(async {
-        let redis = TestRedis::new().await;
-        let limiter = limiter(&redis).await;
-        (redis, limiter)
-    });
+    let (rt, redis, limiter) = blocking_limiter();
     let config = ProptestConfig {
         cases: 48,
         ..ProptestConfig::default()
