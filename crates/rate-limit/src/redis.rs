@@ -258,13 +258,7 @@ impl RedisLimiter {
         cost: NonZeroU32,
         now_us: u64,
     ) -> Result<Verdict, LimiterError> {
-        let mut verdicts = self
-            .verdicts_at(key, &[(quota, cost)], now_us)
-            .await?
-            .into_iter();
-        verdicts
-            .next()
-            .ok_or_else(|| LimiterError::new(LimiterErrorKind::Protocol))
+        single(self.verdicts_at(key, &[(quota, cost)], now_us).await?)
     }
 
     /// Runs the script once for several decisions on one key, in order, with an explicit
@@ -303,7 +297,7 @@ impl RedisLimiter {
             None => self
                 .call(&self.redis_key(key), &[step])
                 .await
-                .and_then(|v| single(v.into_iter())),
+                .and_then(single),
         };
         match verdict {
             Ok(verdict) => {
@@ -350,10 +344,7 @@ impl RedisLimiter {
                 limiter: self,
                 redis_key,
             };
-            return self
-                .call(&lead.redis_key, &[step])
-                .await
-                .and_then(|v| single(v.into_iter()));
+            return self.call(&lead.redis_key, &[step]).await.and_then(single);
         };
         // The driver answers within the calls' own timeouts; this bound only keeps a
         // decision as prompt as an uncoalesced one when Redis stalls with a long queue.
@@ -605,8 +596,9 @@ impl RedisLimiter {
 }
 
 /// The one verdict of a one-decision call.
-fn single(mut verdicts: impl Iterator<Item = Verdict>) -> Result<Verdict, LimiterError> {
+fn single(verdicts: Vec<Verdict>) -> Result<Verdict, LimiterError> {
     verdicts
+        .into_iter()
         .next()
         .ok_or_else(|| LimiterError::new(LimiterErrorKind::Protocol))
 }

@@ -102,9 +102,7 @@ impl ContextPlan {
             }
         })
     }
-}
 
-impl ContextPlan {
     /// The plan of a connection that never opens a transaction (a fused call carries its
     /// context itself): nothing to send, nothing allocated. A statement ever run under it
     /// would run with no tenant context, which row-level security answers with no rows.
