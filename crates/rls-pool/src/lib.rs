@@ -8,8 +8,8 @@
 //!   statement, so a scoped read costs one network round trip. [`TenantDb::query_typed`]
 //!   also pipelines the `COMMIT`: a one-statement transaction in one round trip.
 //! - [`TenantDb::query_fused`] goes further for hot reads: one statement, one protocol cycle
-//!   (the statement wrapped once per connection in a temporary function that sets the
-//!   context), where the transaction forms cost the server four.
+//!   (the statement wrapped so that it sets the context itself before it reads a row), where
+//!   the transaction forms cost the server four.
 //! - Dropping a `TenantTx` without commit (an error, a panic, a dropped request future)
 //!   never returns its connection with a transaction open or a tenant set: it is rolled back
 //!   before it goes back to the pool, or closed.
@@ -33,7 +33,7 @@
 //! | [`TenantDb::query_typed`] / [`TenantDb::execute_typed`] | `BEGIN`, context, statement, `COMMIT` | 1 |
 //! | [`TenantDb::begin`], then [`TxHandle::query_typed`], then [`TenantTx::commit`] | `BEGIN`, context, statement; then `COMMIT` | 2 |
 //! | [`TxHandle::query`] with a string as the first statement | `BEGIN`, context, `Parse`; then the execution | +1 |
-//! | [`TenantDb::query_fused`] (reads) | one call of a per-connection temporary function | 1, and 1 server cycle instead of 4 |
+//! | [`TenantDb::query_fused`] (reads) | one statement that sets the context itself | 1, and 1 server cycle instead of 4 |
 //!
 //! The `*_typed` methods and string statements work through pgbouncer in transaction mode:
 //! nothing prepared outlives its transaction. [`TxHandle::prepare_cached`],

@@ -89,7 +89,6 @@ pub struct RlsPoolBuilder {
     per_tenant_caps: bool,
     rollback_timeout: Duration,
     prepared_context: bool,
-    fused_generic_plans: bool,
     database_pool_size: usize,
     max_database_pools: usize,
     database_pool_idle: Duration,
@@ -104,7 +103,6 @@ impl fmt::Debug for RlsPoolBuilder {
             .field("tenant_wait", &self.tenant_wait)
             .field("per_tenant_caps", &self.per_tenant_caps)
             .field("prepared_context", &self.prepared_context)
-            .field("fused_generic_plans", &self.fused_generic_plans)
             .finish_non_exhaustive()
     }
 }
@@ -152,19 +150,6 @@ impl RlsPoolBuilder {
     /// statement prepared on one server connection is missing on the next.
     pub fn prepared_context(mut self, enabled: bool) -> Self {
         self.prepared_context = enabled;
-        self
-    }
-
-    /// Whether the statement inside a [`TenantDb::query_fused`](crate::TenantDb::query_fused)
-    /// function is planned once per connection and reused (`plan_cache_mode =
-    /// force_generic_plan` on the function; default true), like any prepared statement
-    /// that always uses a generic plan. Left to PostgreSQL's own choice, a statement with
-    /// row-level security and a parameter it cannot cost well (a `LIMIT $n`) can be planned
-    /// again on every call, policy included: on the example's list query that cost the
-    /// server 24 µs per call (about 50%). Turn it off for a statement whose best plan
-    /// depends on its parameter values (a tenant with most of a table's rows).
-    pub fn fused_generic_plans(mut self, enabled: bool) -> Self {
-        self.fused_generic_plans = enabled;
         self
     }
 
@@ -220,7 +205,7 @@ impl RlsPoolBuilder {
                 per_tenant_caps: self.per_tenant_caps,
                 rollback_timeout: self.rollback_timeout,
                 prepared_context: self.prepared_context,
-                fused: crate::fused::Shapes::new(self.fused_generic_plans),
+                fused: crate::fused::Shapes::default(),
                 caps: Mutex::new(HashMap::new()),
                 databases: DatabasePools {
                     max: self.max_database_pools,
@@ -297,7 +282,6 @@ impl RlsPool {
             per_tenant_caps: true,
             rollback_timeout: Duration::from_secs(5),
             prepared_context: false,
-            fused_generic_plans: true,
             database_pool_size: 4,
             max_database_pools: 32,
             database_pool_idle: Duration::from_secs(300),

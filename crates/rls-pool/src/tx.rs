@@ -18,7 +18,6 @@ use deadpool_postgres::Object;
 use futures_util::future::{join, join3, join_all};
 use tenantry_core::{Placement, Tenant};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row, Statement, ToStatement};
 
@@ -226,24 +225,29 @@ impl TenantDb {
         inner.one_shot(move |c| c.query(statement, params)).await
     }
 
-    /// A read in one protocol cycle: the statement wrapped, once per pooled connection, in a
-    /// temporary PL/pgSQL function that sets the tenant context (`set_config(.., true)` with
-    /// the tenant id bound as a parameter) and returns the statement's rows; each call is
-    /// then a single prepared statement in its own implicit transaction, so the context ends
-    /// with it. The fastest form for a hot read: where [`query_cached`](Self::query_cached)
-    /// sends `BEGIN`, the context, the statement and `COMMIT` (four cycles of the server's
-    /// protocol, one round trip), this sends one. Rows and column names are the statement's own.
+    /// A read in one protocol cycle: the statement is sent as one prepared statement that
+    /// sets the tenant context itself, before it reads any row (`set_config(.., true)` with
+    /// the tenant id bound as a parameter, in a one-time filter), and runs in its own implicit
+    /// transaction, so the context ends with it. The fastest form for a hot read: where
+    /// [`query_cached`](Self::query_cached) sends `BEGIN`, the context, the statement and
+    /// `COMMIT` (four cycles of the server's protocol, one round trip), this sends one, and
+    /// the server runs one statement. Rows, column names and order are the statement's own.
     ///
-    /// - Reads only: the function is `STABLE`, so a write inside it fails (SQLSTATE 0A000).
-    /// - The first use of a statement on a connection costs a few round trips (to learn its
-    ///   types once per pool, create the function and prepare the call). The role needs the
-    ///   `TEMPORARY` privilege on the database (PostgreSQL grants it to everyone by default).
-    ///   Temporary functions live in the session: not for pgbouncer in transaction mode.
-    /// - The plan's `statement_timeout` cannot be set from inside the call (PostgreSQL arms
-    ///   it when the statement starts), so it is enforced here: past it, the call is
+    /// - Queries only (`SELECT`, `VALUES`, `TABLE`, `WITH .. SELECT`): the statement becomes a
+    ///   subquery, where PostgreSQL refuses `INSERT`, `UPDATE`, `DELETE` and data-modifying
+    ///   `WITH`. Functions it calls run as in any other statement, under row-level security.
+    /// - The first use of a statement costs one round trip per pool (a prepare, to learn how
+    ///   many parameters it takes) and one per connection (to prepare the wrapped
+    ///   statement). Nothing else is left on the connection: no function, no temporary object.
+    ///   A prepared statement, so not for pgbouncer in transaction mode before 1.21 (see
+    ///   [`TxHandle::prepare_cached`]).
+    /// - The plan's `statement_timeout` cannot be set from inside the statement (PostgreSQL
+    ///   arms it when the statement starts), so it is enforced here: past it, the call is
     ///   cancelled (best effort, over a plain connection) and its connection closed, and the
     ///   error is [`DbErrorKind::Timeout`]. The role's own `statement_timeout`, if any, still
     ///   applies on the server.
+    /// - The wrapped statement never runs in parallel workers (`set_config` is parallel
+    ///   unsafe).
     /// - In [`ContextMode::Citus`](crate::ContextMode::Citus) and for tenants placed in their
     ///   own schema, this is [`query_cached`](Self::query_cached).
     ///
@@ -605,8 +609,7 @@ impl TxInner {
         let shape = match self.pool.fused.get(sql) {
             Some(shape) => shape,
             None => {
-                let shape =
-                    Arc::new(fused::shape_of(object, sql, self.pool.fused.generic_plans).await?);
+                let shape = Arc::new(fused::shape_of(object, sql).await?);
                 self.pool.fused.insert(sql, shape.clone());
                 shape
             }
@@ -616,64 +619,33 @@ impl TxInner {
         all.extend_from_slice(params);
         all.push(&tenant);
         let limit = self.tenant.limits().statement_timeout;
-        let mut retried = false;
-        loop {
-            let statement = self.fused_statement(object, &shape).await?;
-            match tokio::time::timeout(limit, object.query(&statement, &all)).await {
-                Ok(Ok(rows)) => {
-                    self.state.store(DONE, Ordering::SeqCst);
-                    return Ok(rows);
-                }
-                // The function went away under a cached call (`DISCARD TEMP`, a recycled
-                // session): define it again, once.
-                Ok(Err(e)) if !retried && fused_missing(&e) => {
-                    object.statement_cache.remove(&shape.call, &[]);
-                    retried = true;
-                }
-                Ok(Err(e)) => {
-                    // A statement error ends its implicit transaction.
-                    self.record_ended(&e);
-                    return Err(DbError::from_pg(e));
-                }
-                Err(_elapsed) => {
-                    // Still running on the server: ask it to stop, and never reuse this
-                    // connection (it is closed on drop).
-                    self.state.store(BROKEN, Ordering::SeqCst);
-                    let cancel = object.cancel_token();
-                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                        runtime.spawn(async move {
-                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
-                        });
-                    }
-                    return Err(DbError::new(DbErrorKind::Timeout)
-                        .with_source("statement_timeout of the tenant's plan (query_fused)"));
-                }
+        let statement = object
+            .prepare_cached(&shape.call)
+            .await
+            .map_err(DbError::from_pg)?;
+        match tokio::time::timeout(limit, object.query(&statement, &all)).await {
+            Ok(Ok(rows)) => {
+                self.state.store(DONE, Ordering::SeqCst);
+                Ok(rows)
             }
-        }
-    }
-
-    /// The prepared call of a fused statement on this connection, defining its function
-    /// first if this connection has not got it.
-    async fn fused_statement(
-        &self,
-        object: &Object,
-        shape: &fused::Shape,
-    ) -> Result<Statement, DbError> {
-        match object.prepare_cached(&shape.call).await {
-            Ok(statement) => Ok(statement),
-            Err(e) if fused_missing(&e) => {
-                object.batch_execute(&shape.ddl).await.map_err(|e| {
-                    DbError::new(DbErrorKind::Internal).with_source(format!(
-                        "query_fused could not define its function (the role needs TEMPORARY \
-                         on the database): {e}"
-                    ))
-                })?;
-                object
-                    .prepare_cached(&shape.call)
-                    .await
-                    .map_err(DbError::from_pg)
+            Ok(Err(e)) => {
+                // A statement error ends its implicit transaction.
+                self.record_ended(&e);
+                Err(DbError::from_pg(e))
             }
-            Err(e) => Err(DbError::from_pg(e)),
+            Err(_elapsed) => {
+                // Still running on the server: ask it to stop, and never reuse this
+                // connection (it is closed on drop).
+                self.state.store(BROKEN, Ordering::SeqCst);
+                let cancel = object.cancel_token();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                    });
+                }
+                Err(DbError::new(DbErrorKind::Timeout)
+                    .with_source("statement_timeout of the tenant's plan (query_fused)"))
+            }
         }
     }
 
@@ -768,15 +740,6 @@ impl Drop for TxInner {
 /// Whether the server answered with an error (the connection still works).
 fn server_answered(e: &tokio_postgres::Error) -> bool {
     e.code().is_some() && !e.is_closed()
-}
-
-/// Whether an error says the fused function is not defined on this connection: no such
-/// function, or no temporary schema yet at all.
-fn fused_missing(e: &tokio_postgres::Error) -> bool {
-    matches!(
-        e.code(),
-        Some(&SqlState::UNDEFINED_FUNCTION | &SqlState::INVALID_SCHEMA_NAME)
-    )
 }
 
 /// Closes the connection (takes it out of the pool) unless released.

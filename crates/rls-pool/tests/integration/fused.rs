@@ -1,5 +1,5 @@
-//! `TenantDb::query_fused`: a scoped read in one protocol cycle, through a temporary
-//! function per connection. Same isolation and the same clean connections as every other form.
+//! `TenantDb::query_fused`: a scoped read in one protocol cycle, one statement that sets the
+//! tenant context itself. Same isolation and the same clean connections as every other form.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,52 +38,93 @@ async fn each_tenant_sees_only_its_rows_and_the_connection_is_clean_after_every_
         let now = assert_next_checkout_is_clean(&rls, db.admin()).await;
         assert_eq!(*pid.get_or_insert(now), now);
     }
-    // The function was defined once on that connection, in its temporary schema only, and
-    // plans its statement once (generic plans, the default).
-    let functions: Vec<Option<Vec<String>>> = db
-        .admin()
-        .query(
-            "SELECT p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE p.proname LIKE 'tenantry_fused_%' AND n.nspname LIKE 'pg_temp%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        functions,
-        [Some(vec!["plan_cache_mode=force_generic_plan".to_owned()])]
-    );
-}
-
-#[tokio::test]
-async fn without_generic_plans_the_function_leaves_planning_to_postgres_and_still_isolates() {
-    let (db, a, b) = seeded().await;
-    let rls = builder(&db, 1).fused_generic_plans(false).build().unwrap();
-    for t in [&a, &b, &a] {
-        let rows = rls
-            .for_tenant(t.clone())
-            .query_fused(EVERY_ROW, &[t.id().as_uuid()])
-            .await
-            .unwrap();
-        assert!(rows
-            .iter()
-            .all(|r| r.get::<_, uuid::Uuid>(0) == *t.id().as_uuid()));
-        assert_eq!(rows.len(), if Arc::ptr_eq(t, &a) { 2 } else { 1 });
-        assert_next_checkout_is_clean(&rls, db.admin()).await;
-    }
-    let config: Option<Vec<String>> = db
+    // Nothing was created on the server: no function, no temporary object.
+    let created: i64 = db
         .admin()
         .query_one(
-            "SELECT p.proconfig FROM pg_proc p WHERE p.proname LIKE 'tenantry_fused_%'",
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname LIKE 'pg_temp%' OR p.proname LIKE 'tenantry%'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(config, None);
+    assert_eq!(created, 0);
+}
+
+/// Statement shapes whose plans read rows in different places: an aggregate over a scan,
+/// scalar subqueries (init plans) in the target list, in `LIMIT` and in a one-time `EXISTS`
+/// filter, a materialized CTE, a join, a `UNION ALL`. Had any part read before the context
+/// was set, it would have seen no row (row-level security with no tenant) and the count
+/// would come out short.
+#[tokio::test]
+async fn the_context_is_set_before_any_part_of_the_statement_reads() {
+    let (db, a, b) = seeded().await;
+    let rls = rls(&db, 1);
+    let shapes = [
+        ("SELECT count(*) AS n FROM documents", 1),
+        ("SELECT (SELECT count(*) FROM documents) AS n", 1),
+        (
+            "SELECT count(*) AS n FROM documents WHERE EXISTS (SELECT 1 FROM documents)",
+            1,
+        ),
+        (
+            "SELECT id AS n FROM documents WHERE EXISTS (SELECT 1 FROM documents)",
+            0,
+        ),
+        (
+            "SELECT count(*) AS n FROM (SELECT title FROM documents ORDER BY title \
+             LIMIT (SELECT count(*) FROM documents)) AS l",
+            1,
+        ),
+        (
+            "WITH d AS MATERIALIZED (SELECT * FROM documents) SELECT count(*) AS n FROM d",
+            1,
+        ),
+        (
+            "SELECT count(*) AS n FROM documents d JOIN documents e \
+             ON e.tenant_id = d.tenant_id AND e.id = d.id",
+            1,
+        ),
+        (
+            "SELECT count(*) / 2 AS n FROM (SELECT id FROM documents UNION ALL \
+             SELECT id FROM documents) AS u",
+            1,
+        ),
+    ];
+    for (sql, per_document) in shapes {
+        for (t, documents) in [(&a, 2_i64), (&b, 1)] {
+            let rows = rls
+                .for_tenant(t.clone())
+                .query_fused(sql, &[])
+                .await
+                .unwrap();
+            if per_document == 1 {
+                assert_eq!(rows.len(), 1, "{sql}");
+                assert_eq!(rows[0].get::<_, i64>("n"), documents, "{sql}");
+            } else {
+                // One row per visible document.
+                assert_eq!(rows.len() as i64, documents, "{sql}");
+            }
+        }
+    }
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
+}
+
+#[tokio::test]
+async fn a_statement_given_fewer_parameters_than_it_takes_is_an_error() {
+    let (db, a, _) = seeded().await;
+    let rls = rls(&db, 1);
+    // `$2` must not be bound to the tenant id the call appends.
+    let result = rls
+        .for_tenant(a.clone())
+        .query_fused(
+            "SELECT title FROM documents WHERE title = $1 OR $2::text IS NOT NULL",
+            &[&"a1"],
+        )
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
 }
 
 #[tokio::test]
@@ -152,6 +193,16 @@ async fn writes_are_refused_and_nothing_is_written() {
         .unwrap_err();
     assert_ne!(err.kind(), DbErrorKind::Closed, "{err}");
     assert_eq!(count_documents_as_admin(&db, "fused-write").await, 0);
+    let err = rls
+        .for_tenant(a.clone())
+        .query_fused(
+            "WITH gone AS (DELETE FROM documents RETURNING id) SELECT count(*) FROM gone",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(err.kind(), DbErrorKind::Closed, "{err}");
+    assert_eq!(count_documents_as_admin(&db, "a1").await, 1);
     assert_next_checkout_is_clean(&rls, db.admin()).await;
     // A statement without rows cannot be wrapped at all.
     let err = rls
@@ -229,7 +280,7 @@ async fn a_dropped_call_leaves_the_next_checkout_clean() {
 }
 
 #[tokio::test]
-async fn a_function_lost_with_the_session_state_is_defined_again() {
+async fn session_state_resets_between_calls_change_nothing() {
     let (db, a, _) = seeded().await;
     let rls = rls(&db, 1);
     let read = || async {
@@ -240,8 +291,8 @@ async fn a_function_lost_with_the_session_state_is_defined_again() {
             .len()
     };
     assert_eq!(read().await, 2);
-    // What `RecyclingMethod::Clean` does between checkouts: the prepared call stays cached,
-    // the temporary function is gone.
+    // What `RecyclingMethod::Clean` does between checkouts; the call depends on nothing of
+    // the session but its prepared statement.
     rls.pool()
         .get()
         .await
