@@ -98,7 +98,11 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let slug = std::env::var("BENCH_TENANT").unwrap_or_else(|_| "acme".into());
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3100".into());
-    let config: tokio_postgres::Config = url.parse()?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // As the example does on its connections: without it, the list statement's `LIMIT $2`
+    // makes PostgreSQL plan it again on every call. Same setting on both sides, so the
+    // comparison measures tenancy, not planning.
+    config.options("-c plan_cache_mode=force_generic_plan");
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,

@@ -248,6 +248,11 @@ impl TenantDb {
     ///   applies on the server.
     /// - The wrapped statement never runs in parallel workers (`set_config` is parallel
     ///   unsafe).
+    /// - It is planned as any prepared statement. With PostgreSQL's default
+    ///   `plan_cache_mode`, a statement whose generic plan it cannot cost well (a `LIMIT $n`)
+    ///   is planned again on every call, its policies included; `plan_cache_mode =
+    ///   force_generic_plan` on the role or the pool's connections avoids that, unless a
+    ///   statement's best plan depends on its parameter values.
     /// - In [`ContextMode::Citus`](crate::ContextMode::Citus) and for tenants placed in their
     ///   own schema, this is [`query_cached`](Self::query_cached).
     ///

@@ -74,10 +74,10 @@ impl Database {
         Ok(tenantry::migrate::run(&mut admin).await?)
     }
 
-    /// A pool of application-role connections.
+    /// A pool of application-role connections, with generic plans (see [`generic_plans`]).
     pub fn app_pool(&self, max_size: usize) -> anyhow::Result<deadpool_postgres::Pool> {
         let manager = deadpool_postgres::Manager::from_config(
-            self.app.clone(),
+            generic_plans(self.app.clone()),
             NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -92,6 +92,21 @@ impl Database {
     }
 }
 
+/// The connection with `plan_cache_mode = force_generic_plan`: every statement of this server
+/// is tenant-scoped and runs under row-level security, and a prepared statement with a
+/// `LIMIT $n` (the document list) would otherwise be planned again on every call, its policy
+/// included, because PostgreSQL cannot cost the generic plan's limit. Options already in
+/// `DATABASE_URL` come after, so a `plan_cache_mode` set there wins.
+pub fn generic_plans(mut config: Config) -> Config {
+    const GENERIC: &str = "-c plan_cache_mode=force_generic_plan";
+    let options = match config.get_options() {
+        Some(own) if !own.trim().is_empty() => format!("{GENERIC} {own}"),
+        _ => GENERIC.to_owned(),
+    };
+    config.options(&options);
+    config
+}
+
 /// Connects and drives the connection in the background.
 pub async fn connect(config: &Config) -> anyhow::Result<Client> {
     let (client, conn) = config
@@ -104,4 +119,25 @@ pub async fn connect(config: &Config) -> anyhow::Result<Client> {
         }
     });
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_plans_come_first_so_the_urls_own_options_win() {
+        let plain: Config = "postgres://app@localhost/db".parse().unwrap();
+        assert_eq!(
+            generic_plans(plain).get_options(),
+            Some("-c plan_cache_mode=force_generic_plan")
+        );
+        let own: Config = "postgres://app@localhost/db?options=-c%20plan_cache_mode%3Dauto"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            generic_plans(own).get_options(),
+            Some("-c plan_cache_mode=force_generic_plan -c plan_cache_mode=auto")
+        );
+    }
 }
