@@ -140,4 +140,21 @@ mod tests {
             Some("-c plan_cache_mode=force_generic_plan -c plan_cache_mode=auto")
         );
     }
+
+    #[tokio::test]
+    async fn the_app_pools_connections_plan_generically() {
+        let db = tenantry_testkit::TestDb::new().await;
+        let database = Database {
+            app: db.app_config(),
+            admin: None,
+            throwaway: None,
+        };
+        let client = database.app_pool(1).unwrap().get().await.unwrap();
+        let mode: String = client
+            .query_one("SELECT current_setting('plan_cache_mode')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "force_generic_plan");
+    }
 }
