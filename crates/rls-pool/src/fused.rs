@@ -15,9 +15,9 @@
 //! and the condition, which reads no row, a one-time filter on the plan's top node: the
 //! executor checks it, and so sets the context, before it reads anything below it. `OFFSET 0`
 //! keeps the statement a subquery of its own: pulled up, its own one-time filters (an
-//! uncorrelated `EXISTS`) would join this one, in an order the planner picks. The statement runs in its own
-//! implicit transaction, which ends at its `Sync`, so the context (`set_config(.., true)`) is
-//! gone when the call returns, exactly as after a `COMMIT`.
+//! uncorrelated `EXISTS`) would join this one, in an order the planner picks. The statement
+//! runs in its own implicit transaction, which ends at its `Sync`, so the context
+//! (`set_config(.., true)`) is gone when the call returns, exactly as after a `COMMIT`.
 //!
 //! Why ordering cannot leak: inside that transaction the context is either not yet set (row
 //! level security then matches no row) or set to this tenant. A part of a statement that ran
