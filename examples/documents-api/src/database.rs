@@ -96,7 +96,9 @@ impl Database {
 /// is tenant-scoped and runs under row-level security, and a prepared statement with a
 /// `LIMIT $n` (the document list) would otherwise be planned again on every call, its policy
 /// included, because PostgreSQL cannot cost the generic plan's limit. Options already in
-/// `DATABASE_URL` come after, so a `plan_cache_mode` set there wins.
+/// `DATABASE_URL` come after, so a `plan_cache_mode` set there wins. Behind pgbouncer, which
+/// refuses startup options it is not told to ignore, set it on the role instead
+/// (`ALTER ROLE tenantry_app SET plan_cache_mode = force_generic_plan`).
 pub fn generic_plans(mut config: Config) -> Config {
     const GENERIC: &str = "-c plan_cache_mode=force_generic_plan";
     let options = match config.get_options() {
