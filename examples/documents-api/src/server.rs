@@ -159,14 +159,19 @@ pub async fn announce_invalidation(settings: &Settings, tenant: TenantId) -> any
 
 /// The process-wide metrics recorder (several servers in one test process share it).
 fn prometheus_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let h = PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| h).clone())
+    // Installed inside `get_or_init`, which runs once and makes concurrent callers wait:
+    // checking first and installing after let two servers starting together both try, and
+    // the second fail.
+    static HANDLE: std::sync::OnceLock<Result<PrometheusHandle, String>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))
 }
 
 /// A server started by [`start`]: its address, and how to stop it.
@@ -496,6 +501,25 @@ async fn method_not_allowed() -> Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_starting_together_share_one_metrics_recorder() {
+        // Test processes start several servers at once; each must get the one recorder.
+        let start = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    prometheus_handle().map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for t in threads {
+            let handle = t.join().expect("no panic");
+            assert!(handle.is_ok(), "{handle:?}");
+        }
+    }
 
     #[test]
     fn the_key_type_of_a_pem_names_its_algorithm() {
