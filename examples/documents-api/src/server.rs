@@ -360,30 +360,32 @@ fn router(
     limiter: AppLimiter,
     rls: RlsPool,
 ) -> anyhow::Result<Router> {
-    use axum::routing::{get, post};
+    use axum::routing::{any, get, post};
     let tenant_api = Router::new()
         .route(
-            "/documents",
+            "/api/v1/documents",
             get(api::list_documents).post(api::create_document),
         )
         .route(
-            "/documents/{id}",
+            "/api/v1/documents/{id}",
             get(api::get_document)
                 .patch(api::patch_document)
                 .delete(api::delete_document),
         )
         .route(
-            "/analytics",
+            "/api/v1/analytics",
             get(api::analytics).route_layer(RequireFeature::new("analytics")?),
         )
         .route(
-            "/webhooks",
+            "/api/v1/webhooks",
             post(api::create_webhook)
                 .get(api::list_webhooks)
                 .route_layer(RequireFeature::new("custom_webhooks")?),
         )
-        .route("/whoami", get(api::whoami))
-        .fallback(not_found)
+        .route("/api/v1/whoami", get(api::whoami))
+        // Unknown paths under /api/v1 answer 404 after authentication, like the known ones.
+        .route("/api/v1", any(not_found))
+        .route("/api/v1/{*rest}", any(not_found))
         .layer(
             ServiceBuilder::new()
                 // Also records tenant.id, tenant.slug and tenant.plan on the request span.
@@ -392,15 +394,18 @@ fn router(
                 .layer(FeatureRules::new())
                 .layer(RlsLayer::new(rls)),
         );
+    // Routes with full paths and `merge`, not `nest`: a nested router is one more boxed
+    // `Route` (a prefix-stripping one) between the outer layers and each handler.
     Ok(Router::new()
-        .nest("/api/v1", tenant_api)
+        .merge(tenant_api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(api::MAX_CONTENT_BYTES + 64 * 1024))
-        .layer(CountRequestsLayer::default())
+        // One `Router::layer` call for the whole outer stack: each call wraps every route in
+        // another boxed `Route`, and a request clones every box below the one it enters, so
+        // the cost grows with the square of the depth.
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -420,7 +425,9 @@ fn router(
                         tenant.plan = tracing::field::Empty,
                     )
                 }))
-                .layer(PropagateRequestIdLayer::x_request_id()),
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CountRequestsLayer::default())
+                .layer(DefaultBodyLimit::max(api::MAX_CONTENT_BYTES + 64 * 1024)),
         )
         .with_state(state))
 }
