@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 ///
 /// The same events are emitted through the `metrics` facade with the `metrics` feature
 /// (`tenantry_cache_hits_total`, `tenantry_cache_misses_total`, ...), and failures of the
-/// Redis level are logged through `tracing`.
+/// Redis level are logged through `tracing`. Each facade counter is registered once per
+/// store, with the recorder in effect at its first event, and reused: install the recorder
+/// before the store serves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
@@ -26,25 +28,51 @@ pub struct CacheStats {
     pub remote_invalidations: u64,
 }
 
+/// One counted event: a plain atomic for [`CacheStats`], and with the `metrics` feature the
+/// facade's counter handle, registered at the event's first occurrence and then reused.
+/// (Registering on every event costs a registry lookup, a lock, an allocation and two
+/// shared reference-count updates per cache hit, that is per request.)
+#[derive(Default)]
+struct Event {
+    count: AtomicU64,
+    #[cfg(feature = "metrics")]
+    handle: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.count.load(Relaxed).fmt(f)
+    }
+}
+
+impl Event {
+    fn get(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    hits: AtomicU64,
-    negative_hits: AtomicU64,
-    misses: AtomicU64,
-    redis_hits: AtomicU64,
-    redis_errors: AtomicU64,
-    store_queries: AtomicU64,
-    invalidations: AtomicU64,
-    remote_invalidations: AtomicU64,
+    hits: Event,
+    negative_hits: Event,
+    misses: Event,
+    redis_hits: Event,
+    redis_errors: Event,
+    store_queries: Event,
+    invalidations: Event,
+    remote_invalidations: Event,
 }
 
 macro_rules! event {
     ($fn:ident, $field:ident, $metric:literal) => {
         #[inline]
         pub(crate) fn $fn(&self) {
-            self.$field.fetch_add(1, Relaxed);
+            self.$field.count.fetch_add(1, Relaxed);
             #[cfg(feature = "metrics")]
-            metrics::counter!($metric).increment(1);
+            self.$field
+                .handle
+                .get_or_init(|| metrics::counter!($metric))
+                .increment(1);
         }
     };
 }
@@ -84,14 +112,14 @@ impl Counters {
 
     pub(crate) fn snapshot(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Relaxed),
-            negative_hits: self.negative_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            redis_hits: self.redis_hits.load(Relaxed),
-            redis_errors: self.redis_errors.load(Relaxed),
-            store_queries: self.store_queries.load(Relaxed),
-            invalidations: self.invalidations.load(Relaxed),
-            remote_invalidations: self.remote_invalidations.load(Relaxed),
+            hits: self.hits.get(),
+            negative_hits: self.negative_hits.get(),
+            misses: self.misses.get(),
+            redis_hits: self.redis_hits.get(),
+            redis_errors: self.redis_errors.get(),
+            store_queries: self.store_queries.get(),
+            invalidations: self.invalidations.get(),
+            remote_invalidations: self.remote_invalidations.get(),
         }
     }
 }

@@ -12,7 +12,10 @@ use tenantry_cache::CachedStore;
 use tenantry_core::{TenantId, TenantStore};
 
 #[derive(Default)]
-struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+struct Counters(
+    Mutex<HashMap<String, Arc<AtomicU64>>>,
+    Mutex<HashMap<String, u32>>,
+);
 
 impl Counters {
     fn get(&self, name: &str) -> u64 {
@@ -22,6 +25,10 @@ impl Counters {
             .get(name)
             .map_or(0, |c| c.load(Ordering::SeqCst))
     }
+
+    fn registrations(&self) -> HashMap<String, u32> {
+        self.1.lock().unwrap().clone()
+    }
 }
 
 impl Recorder for Counters {
@@ -29,6 +36,12 @@ impl Recorder for Counters {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        *self
+            .1
+            .lock()
+            .unwrap()
+            .entry(key.name().to_owned())
+            .or_default() += 1;
         let c = self
             .0
             .lock()
@@ -72,4 +85,9 @@ fn hits_misses_negative_hits_store_queries_and_invalidations_reach_the_metrics_f
     assert_eq!(recorder.get("tenantry_cache_negative_hits_total"), 1);
     assert_eq!(recorder.get("tenantry_cache_store_queries_total"), 2);
     assert_eq!(recorder.get("tenantry_cache_invalidations_total"), 1);
+    // Each counter is registered once and its handle reused: registering per event is a
+    // registry lookup and an allocation on every cache hit, that is on every request.
+    let registrations = recorder.registrations();
+    assert_eq!(registrations.len(), 5, "{registrations:?}");
+    assert!(registrations.values().all(|&n| n == 1), "{registrations:?}");
 }
