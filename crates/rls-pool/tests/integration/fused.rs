@@ -54,7 +54,8 @@ async fn each_tenant_sees_only_its_rows_and_the_connection_is_clean_after_every_
 
 /// Statement shapes whose plans read rows in different places: an aggregate over a scan,
 /// scalar subqueries (init plans) in the target list, in `LIMIT` and in a one-time `EXISTS`
-/// filter, a materialized CTE, a join, a `UNION ALL`. Had any part read before the context
+/// filter, a materialized CTE, a join, a `UNION ALL`, a set-returning function, a window,
+/// row locks. Had any part read before the context
 /// was set, it would have seen no row (row-level security with no tenant) and the count
 /// would come out short.
 #[tokio::test]
@@ -91,6 +92,15 @@ async fn the_context_is_set_before_any_part_of_the_statement_reads() {
              SELECT id FROM documents) AS u",
             1,
         ),
+        // A set-returning function whose argument is an init plan, a window over the scan,
+        // row locks, and a statement with its own `OFFSET`: each runs below the outer `Limit`.
+        (
+            "SELECT generate_series(1, (SELECT count(*) FROM documents)) AS n",
+            0,
+        ),
+        ("SELECT count(*) OVER () AS n FROM documents", 0),
+        ("SELECT id AS n FROM documents FOR SHARE", 0),
+        ("SELECT id AS n FROM documents ORDER BY id OFFSET 0", 0),
     ];
     for (sql, per_document) in shapes {
         for (t, documents) in [(&a, 2_i64), (&b, 1)] {
