@@ -27,9 +27,9 @@
 //!
 //! Why ordering cannot leak: inside that transaction the context is either not yet set (row
 //! level security then matches no row) or set to this tenant. A part of a statement that ran
-//! before the context was set could only miss rows, never see another tenant's; the tests check that
-//! the usual shapes (joins, aggregates, CTEs, scalar subqueries, `LIMIT (SELECT ..)`) miss
-//! nothing.
+//! before the context was set could only miss rows, never see another tenant's; the tests
+//! check that the usual shapes (joins, aggregates, CTEs, scalar subqueries, `LIMIT (SELECT
+//! ..)`, set-returning functions, windows, row locks) miss nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

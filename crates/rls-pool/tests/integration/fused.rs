@@ -55,9 +55,8 @@ async fn each_tenant_sees_only_its_rows_and_the_connection_is_clean_after_every_
 /// Statement shapes whose plans read rows in different places: an aggregate over a scan,
 /// scalar subqueries (init plans) in the target list, in `LIMIT` and in a one-time `EXISTS`
 /// filter, a materialized CTE, a join, a `UNION ALL`, a set-returning function, a window,
-/// row locks. Had any part read before the context
-/// was set, it would have seen no row (row-level security with no tenant) and the count
-/// would come out short.
+/// row locks. Had any part read before the context was set, it would have seen no row
+/// (row-level security with no tenant) and the count would come out short.
 #[tokio::test]
 async fn the_context_is_set_before_any_part_of_the_statement_reads() {
     let (db, a, b) = seeded().await;
