@@ -228,10 +228,11 @@ impl TenantDb {
     /// A read in one protocol cycle: the statement is sent as one prepared statement that
     /// sets the tenant context itself, before it reads any row (`set_config(.., true)` with
     /// the tenant id bound as a parameter, in the count of an outer `LIMIT`), and runs in its
-    /// own implicit transaction, so the context ends with it. The fastest form for a hot read: where
-    /// [`query_cached`](Self::query_cached) sends `BEGIN`, the context, the statement and
-    /// `COMMIT` (four cycles of the server's protocol, one round trip), this sends one, and
-    /// the server runs one statement. Rows, column names and order are the statement's own.
+    /// own implicit transaction, so the context ends with it. The fastest form for a hot
+    /// read: where [`query_cached`](Self::query_cached) sends `BEGIN`, the context, the
+    /// statement and `COMMIT` (four cycles of the server's protocol, one round trip), this
+    /// sends one, and the server runs one statement. Rows, column names and order are the
+    /// statement's own.
     ///
     /// - Queries only (`SELECT`, `VALUES`, `TABLE`, `WITH .. SELECT`): the statement becomes a
     ///   subquery, where PostgreSQL refuses `INSERT`, `UPDATE`, `DELETE` and data-modifying
