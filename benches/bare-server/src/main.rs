@@ -6,6 +6,12 @@
 //!
 //! `BENCH_DATABASE_URL` (a role that bypasses RLS, e.g. the superuser), `BENCH_TENANT` (a tenant
 //! slug), `BIND` (default 127.0.0.1:3100). Routes: `GET /api/v1/documents`, `GET /hello`.
+//!
+//! With `BENCH_RLS=1` (and `BENCH_DATABASE_URL` naming the application role) it sends, still with
+//! no middleware, the statement the example's `query_fused` sends: row-level security on, and the
+//! tenant set by `set_config(.., true)` in the same statement. The benchmark runs it as scenario
+//! 1b, which splits the full stack's cost into what PostgreSQL spends on tenant isolation (1b/1)
+//! and what tenantry's layers and pool cost in the server (2/1b).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,7 +26,21 @@ use serde::Serialize;
 struct AppState {
     pool: deadpool_postgres::Pool,
     tenant: uuid::Uuid,
+    /// `BENCH_RLS=1`: the statement carries the tenant context, sent as a parameter.
+    rls: Option<String>,
 }
+
+/// The list statement, with no tenant context.
+const LIST: &str = "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
+                    ORDER BY created_at DESC, id DESC LIMIT $2";
+
+/// `LIST` as `TenantDb::query_fused` wraps it (crates/rls-pool/src/fused.rs), byte for byte:
+/// the context is the third parameter.
+const LIST_FUSED: &str =
+    "SELECT * FROM (\nSELECT id, title, created_at, updated_at FROM documents \
+     WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2\n) \
+     AS tenantry_statement LIMIT CASE WHEN \
+     pg_catalog.set_config('app.tenant_id', $3, true) IS NULL THEN 0 END";
 
 #[derive(Serialize)]
 struct Document {
@@ -58,17 +78,22 @@ async fn documents(State(s): State<AppState>) -> Result<Json<Page>, axum::http::
         .get()
         .await
         .map_err(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE)?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
-             ORDER BY created_at DESC, id DESC LIMIT $2",
-        )
-        .await
-        .map_err(fail)?;
-    let rows = client
-        .query(&stmt, &[&s.tenant, &(LIMIT + 1)])
-        .await
-        .map_err(fail)?;
+    let rows = match &s.rls {
+        None => {
+            let stmt = client.prepare_cached(LIST).await.map_err(fail)?;
+            client
+                .query(&stmt, &[&s.tenant, &(LIMIT + 1)])
+                .await
+                .map_err(fail)?
+        }
+        Some(context) => {
+            let stmt = client.prepare_cached(LIST_FUSED).await.map_err(fail)?;
+            client
+                .query(&stmt, &[&s.tenant, &(LIMIT + 1), context])
+                .await
+                .map_err(fail)?
+        }
+    };
     let more = rows.len() > LIMIT as usize;
     let rows = &rows[..rows.len().min(LIMIT as usize)];
     Ok(Json(Page {
@@ -113,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(16)
         .build()?;
+    let rls = std::env::var("BENCH_RLS").is_ok_and(|v| v == "1");
     let tenant: uuid::Uuid = pool
         .get()
         .await?
@@ -122,7 +148,11 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/api/v1/documents", get(documents))
         .route("/hello", get(hello))
-        .with_state(AppState { pool, tenant });
+        .with_state(AppState {
+            pool,
+            tenant,
+            rls: rls.then(|| tenant.to_string()),
+        });
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
