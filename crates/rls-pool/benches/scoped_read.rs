@@ -7,6 +7,14 @@
 //! ratio is `unscoped time / scoped time`, against the unscoped query prepared once per
 //! connection (the fastest plain form). The interleaved ratios print before criterion runs
 //! (`cargo bench -p tenantry-rls-pool --bench scoped_read -- nomatch` prints only them).
+//!
+//! `RlsSessionContext` is a floor, not a way to run: the plain statement under row-level
+//! security on connections whose tenant was set once, at connection start, for the session (a
+//! pool per tenant, half the connections each). No statement sets anything, so it is what
+//! PostgreSQL's row-level security costs by itself; the gap between it and `Fused` is what
+//! setting the context per statement costs. `RawFused` sends `Fused`'s statement on a bare pool
+//! client, without `RlsPool`: the gap between it and `Fused` is what the wrapper costs in the
+//! client.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -23,6 +31,10 @@ const CONCURRENT: usize = 64;
 const POOL: usize = 8;
 const SCOPED: &str = "SELECT id, title, created_at FROM documents WHERE tenant_id = $1 \
                       ORDER BY created_at DESC, id DESC LIMIT 50";
+/// `SCOPED` as `query_fused` sends it (src/fused.rs), for `RawFused`.
+const SCOPED_FUSED: &str = "SELECT * FROM (\nSELECT id, title, created_at FROM documents \
+     WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 50\n) AS tenantry_statement \
+     LIMIT CASE WHEN pg_catalog.set_config('app.tenant_id', $2, true) IS NULL THEN 0 END";
 const PLAIN: &str = "SELECT id, title, created_at FROM bench_plain WHERE tenant_id = $1 \
                      ORDER BY created_at DESC, id DESC LIMIT 50";
 
@@ -32,7 +44,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (db, rls, tenants) = rt.block_on(async {
+    let (db, rls, tenants, session) = rt.block_on(async {
         let db = TestDb::new().await;
         let (a, b) = db.two_tenants().await;
         db.admin()
@@ -55,10 +67,26 @@ fn bench(c: &mut Criterion) {
             Arc::new(Tenant::builder(a, Slug::new("tenant-a").unwrap(), Plan::pro()).build()),
             Arc::new(Tenant::builder(b, Slug::new("tenant-b").unwrap(), Plan::free()).build()),
         ];
-        (db, rls, tenants)
+        // The floor: a pool per tenant, its tenant set for the whole session at connect.
+        let session = tenants.clone().map(|t| {
+            let mut config = db.app_config();
+            config.options(format!("-c app.tenant_id={}", t.id()));
+            let manager = deadpool_postgres::Manager::from_config(
+                config,
+                tokio_postgres::NoTls,
+                deadpool_postgres::ManagerConfig {
+                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                },
+            );
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(POOL / 2)
+                .build()
+                .unwrap()
+        });
+        (db, rls, tenants, session)
     });
 
-    rt.block_on(interleaved_ratios(&rls, &tenants));
+    rt.block_on(interleaved_ratios(&rls, &tenants, &session));
 
     let mut group = c.benchmark_group("scoped_read_50_rows");
     group.throughput(Throughput::Elements(CONCURRENT as u64));
@@ -163,10 +191,17 @@ enum Variant {
     RawPreparedContext,
     RawInlinePrologue,
     Fused,
+    RawFused,
+    RlsSessionContext,
 }
 
 /// One batch of `CONCURRENT` requests of `variant`; returns its duration.
-async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> Duration {
+async fn batch(
+    rls: &RlsPool,
+    tenants: &[Arc<Tenant>; 2],
+    session: &[deadpool_postgres::Pool; 2],
+    variant: Variant,
+) -> Duration {
     // The same deadpool pool, with the context statement prepared per connection.
     let prepared = RlsPool::builder(rls.pool().clone())
         .per_tenant_caps(false)
@@ -178,6 +213,7 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
         let tenant = tenants[i % 2].clone();
         let rls = rls.clone();
         let prepared = prepared.clone();
+        let session = session[i % 2].clone();
         async move {
             let id = *tenant.id().as_uuid();
             let rows = match variant {
@@ -204,6 +240,19 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
                     .query_fused(SCOPED, &[&id])
                     .await
                     .unwrap(),
+                Variant::RawFused => {
+                    let client = rls.pool().get().await.unwrap();
+                    let statement = client.prepare_cached(SCOPED_FUSED).await.unwrap();
+                    client
+                        .query(&statement, &[&id, &id.to_string()])
+                        .await
+                        .unwrap()
+                }
+                Variant::RlsSessionContext => {
+                    let client = session.get().await.unwrap();
+                    let statement = client.prepare_cached(SCOPED).await.unwrap();
+                    client.query(&statement, &[&id]).await.unwrap()
+                }
                 Variant::OneShotPreparedContext => prepared
                     .for_tenant(tenant)
                     .query_typed(SCOPED, &[(&id, Type::UUID)])
@@ -287,7 +336,11 @@ async fn batch(rls: &RlsPool, tenants: &[Arc<Tenant>; 2], variant: Variant) -> D
 /// The machine this runs on is shared and noisy: alternate the variants round by round (each
 /// round runs `BATCHES` batches of one variant), then compare the fastest rounds (least
 /// disturbed by other processes) and the median rounds.
-async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
+async fn interleaved_ratios(
+    rls: &RlsPool,
+    tenants: &[Arc<Tenant>; 2],
+    session: &[deadpool_postgres::Pool; 2],
+) {
     const BATCHES: usize = 8;
     const ROUNDS: usize = 25;
     let variants = [
@@ -300,16 +353,18 @@ async fn interleaved_ratios(rls: &RlsPool, tenants: &[Arc<Tenant>; 2]) {
         Variant::RawPreparedContext,
         Variant::RawInlinePrologue,
         Variant::Fused,
+        Variant::RawFused,
+        Variant::RlsSessionContext,
     ];
     for v in variants {
-        batch(rls, tenants, v).await; // warm up: connections, caches
+        batch(rls, tenants, session, v).await; // warm up: connections, caches
     }
     let mut rounds = vec![Vec::with_capacity(ROUNDS); variants.len()];
     for _ in 0..ROUNDS {
         for (i, v) in variants.iter().enumerate() {
             let mut total = Duration::ZERO;
             for _ in 0..BATCHES {
-                total += batch(rls, tenants, *v).await;
+                total += batch(rls, tenants, session, *v).await;
             }
             rounds[i].push(total.as_secs_f64());
         }
