@@ -14,7 +14,8 @@
 //! PostgreSQL's row-level security costs by itself; the gap between it and `Fused` is what
 //! setting the context per statement costs. `RawFused` sends `Fused`'s statement on a bare pool
 //! client, without `RlsPool`: the gap between it and `Fused` is what the wrapper costs in the
-//! client.
+//! client. `RawFusedTimers` is `RawFused` with the two timers `Fused` arms (the bounded pool wait
+//! and the plan's statement timeout, both `tokio::time::timeout`): most of that gap is theirs.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -192,6 +193,7 @@ enum Variant {
     RawInlinePrologue,
     Fused,
     RawFused,
+    RawFusedTimers,
     RlsSessionContext,
 }
 
@@ -247,6 +249,20 @@ async fn batch(
                         .query(&statement, &[&id, &id.to_string()])
                         .await
                         .unwrap()
+                }
+                Variant::RawFusedTimers => {
+                    let client = tokio::time::timeout(Duration::from_secs(30), rls.pool().get())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let statement = client.prepare_cached(SCOPED_FUSED).await.unwrap();
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.query(&statement, &[&id, &id.to_string()]),
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap()
                 }
                 Variant::RlsSessionContext => {
                     let client = session.get().await.unwrap();
@@ -354,6 +370,7 @@ async fn interleaved_ratios(
         Variant::RawInlinePrologue,
         Variant::Fused,
         Variant::RawFused,
+        Variant::RawFusedTimers,
         Variant::RlsSessionContext,
     ];
     for v in variants {
