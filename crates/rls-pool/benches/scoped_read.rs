@@ -11,10 +11,10 @@
 //! `RlsSessionContext` is a floor, not a way to run: the plain statement under row-level
 //! security on connections whose tenant was set once, at connection start, for the session (a
 //! pool per tenant, half the connections each). No statement sets anything, so it is what
-//! PostgreSQL's row-level security costs by itself; the gap between it and `Fused` is what
-//! setting the context per statement costs. `RawFused` sends `Fused`'s statement on a bare pool
-//! client, without `RlsPool`: the gap between it and `Fused` is what the wrapper costs in the
-//! client. `RawFusedTimers` is `RawFused` with the two timers `Fused` arms (the bounded pool wait
+//! PostgreSQL's row-level security costs by itself. `RawFused` sends `Fused`'s statement on a
+//! bare pool client, without `RlsPool`: the gap between `RlsSessionContext` and it is what
+//! setting the context in every statement costs the server, the gap between it and `Fused` what
+//! the wrapper costs in the client. `RawFusedTimers` is `RawFused` with the two timers `Fused` arms (the bounded pool wait
 //! and the plan's statement timeout, both `tokio::time::timeout`): most of that gap is theirs.
 #![allow(missing_docs)]
 
