@@ -13,6 +13,7 @@
 //! 1b, which splits the full stack's cost into what PostgreSQL spends on tenant isolation (1b/1)
 //! and what tenantry's layers and pool cost in the server (2/1b).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -26,21 +27,14 @@ use serde::Serialize;
 struct AppState {
     pool: deadpool_postgres::Pool,
     tenant: uuid::Uuid,
-    /// `BENCH_RLS=1`: the statement carries the tenant context, sent as a parameter.
-    rls: Option<String>,
+    /// `BENCH_RLS=1`: `LIST` as `TenantDb::query_fused` sends it, and the tenant context it
+    /// sets, sent as its third parameter.
+    rls: Option<Arc<(String, String)>>,
 }
 
 /// The list statement, with no tenant context.
 const LIST: &str = "SELECT id, title, created_at, updated_at FROM documents WHERE tenant_id = $1 \
                     ORDER BY created_at DESC, id DESC LIMIT $2";
-
-/// `LIST` as `TenantDb::query_fused` wraps it (crates/rls-pool/src/fused.rs), byte for byte:
-/// the context is the third parameter.
-const LIST_FUSED: &str =
-    "SELECT * FROM (\nSELECT id, title, created_at, updated_at FROM documents \
-     WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2\n) \
-     AS tenantry_statement LIMIT CASE WHEN \
-     pg_catalog.set_config('app.tenant_id', $3, true) IS NULL THEN 0 END";
 
 #[derive(Serialize)]
 struct Document {
@@ -86,8 +80,9 @@ async fn documents(State(s): State<AppState>) -> Result<Json<Page>, axum::http::
                 .await
                 .map_err(fail)?
         }
-        Some(context) => {
-            let stmt = client.prepare_cached(LIST_FUSED).await.map_err(fail)?;
+        Some(rls) => {
+            let (fused, context) = &**rls;
+            let stmt = client.prepare_cached(fused).await.map_err(fail)?;
             client
                 .query(&stmt, &[&s.tenant, &(LIMIT + 1), context])
                 .await
@@ -151,7 +146,12 @@ async fn main() -> anyhow::Result<()> {
         .with_state(AppState {
             pool,
             tenant,
-            rls: rls.then(|| tenant.to_string()),
+            rls: rls.then(|| {
+                Arc::new((
+                    tenantry_rls_pool::fused_statement(LIST, 2),
+                    tenant.to_string(),
+                ))
+            }),
         });
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     axum::serve(listener, app)

@@ -14,8 +14,9 @@
 //! PostgreSQL's row-level security costs by itself. `RawFused` sends `Fused`'s statement on a
 //! bare pool client, without `RlsPool`: the gap between `RlsSessionContext` and it is what
 //! setting the context in every statement costs the server, the gap between it and `Fused` what
-//! the wrapper costs in the client. `RawFusedTimers` is `RawFused` with the two timers `Fused` arms (the bounded pool wait
-//! and the plan's statement timeout, both `tokio::time::timeout`): most of that gap is theirs.
+//! the wrapper costs in the client. `RawFusedTimers` is `RawFused` with the two timers `Fused`
+//! arms (the bounded pool wait and the plan's statement timeout, both `tokio::time::timeout`):
+//! most of that gap is theirs.
 #![allow(missing_docs)]
 
 use std::sync::Arc;
@@ -32,10 +33,6 @@ const CONCURRENT: usize = 64;
 const POOL: usize = 8;
 const SCOPED: &str = "SELECT id, title, created_at FROM documents WHERE tenant_id = $1 \
                       ORDER BY created_at DESC, id DESC LIMIT 50";
-/// `SCOPED` as `query_fused` sends it (src/fused.rs), for `RawFused`.
-const SCOPED_FUSED: &str = "SELECT * FROM (\nSELECT id, title, created_at FROM documents \
-     WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 50\n) AS tenantry_statement \
-     LIMIT CASE WHEN pg_catalog.set_config('app.tenant_id', $2, true) IS NULL THEN 0 END";
 const PLAIN: &str = "SELECT id, title, created_at FROM bench_plain WHERE tenant_id = $1 \
                      ORDER BY created_at DESC, id DESC LIMIT 50";
 
@@ -210,12 +207,15 @@ async fn batch(
         .prepared_context(true)
         .build()
         .unwrap();
+    // `SCOPED` as `query_fused` sends it, for the raw variants.
+    let fused = Arc::new(tenantry_rls_pool::fused_statement(SCOPED, 1));
     let start = Instant::now();
     join_all((0..CONCURRENT).map(|i| {
         let tenant = tenants[i % 2].clone();
         let rls = rls.clone();
         let prepared = prepared.clone();
         let session = session[i % 2].clone();
+        let fused = fused.clone();
         async move {
             let id = *tenant.id().as_uuid();
             let rows = match variant {
@@ -244,7 +244,7 @@ async fn batch(
                     .unwrap(),
                 Variant::RawFused => {
                     let client = rls.pool().get().await.unwrap();
-                    let statement = client.prepare_cached(SCOPED_FUSED).await.unwrap();
+                    let statement = client.prepare_cached(&fused).await.unwrap();
                     client
                         .query(&statement, &[&id, &id.to_string()])
                         .await
@@ -255,7 +255,7 @@ async fn batch(
                         .await
                         .unwrap()
                         .unwrap();
-                    let statement = client.prepare_cached(SCOPED_FUSED).await.unwrap();
+                    let statement = client.prepare_cached(&fused).await.unwrap();
                     tokio::time::timeout(
                         Duration::from_secs(5),
                         client.query(&statement, &[&id, &id.to_string()]),

@@ -90,14 +90,34 @@ pub(crate) fn build(sql: &str, params: usize, returns_rows: bool) -> Result<Shap
     if params + 1 > MAX_PARAMS {
         return Err(refused("query_fused: too many parameters (at most 65,534)"));
     }
+    Ok(Shape {
+        call: fused_statement(sql, params),
+    })
+}
+
+/// The statement [`TenantDb::query_fused`](crate::TenantDb::query_fused) sends for `sql`, a
+/// query of `params` parameters: `sql` wrapped so that it sets the tenant context itself, the
+/// tenant id (as text) bound as parameter `params + 1`. For `EXPLAIN`, for finding the
+/// statement in `pg_stat_statements` or the server's log, and for benchmarks that send it
+/// without the pool.
+///
+/// ```
+/// let sql = "SELECT id, title FROM documents WHERE tenant_id = $1 LIMIT 50;";
+/// assert_eq!(
+///     tenantry_rls_pool::fused_statement(sql, 1),
+///     "SELECT * FROM (\nSELECT id, title FROM documents WHERE tenant_id = $1 LIMIT 50\n) \
+///      AS tenantry_statement LIMIT CASE WHEN \
+///      pg_catalog.set_config('app.tenant_id', $2, true) IS NULL THEN 0 END",
+/// );
+/// ```
+pub fn fused_statement(sql: &str, params: usize) -> String {
     // The newlines keep a trailing `-- comment` from swallowing the rest.
-    let call = format!(
+    format!(
         "SELECT * FROM (\n{}\n) AS tenantry_statement \
          LIMIT CASE WHEN pg_catalog.set_config('app.tenant_id', ${}, true) IS NULL THEN 0 END",
         body_of(sql),
         params + 1
-    );
-    Ok(Shape { call })
+    )
 }
 
 /// Prepares the statement once to learn how many parameters it takes and whether it returns

@@ -54,6 +54,7 @@ mod tx;
 pub use context::{Access, ContextMode};
 pub use doctor::{Check, DoctorReport};
 pub use error::{DbError, DbErrorKind, FORBIDDEN};
+pub use fused::fused_statement;
 pub use layer::{Rls, RlsLayer};
 pub use pool::{BuildError, ConfigError, DatabasePoolFactory, RlsPool, RlsPoolBuilder};
 pub use store::PgTenantStore;
