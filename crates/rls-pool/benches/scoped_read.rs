@@ -69,17 +69,7 @@ fn bench(c: &mut Criterion) {
         let session = tenants.clone().map(|t| {
             let mut config = db.app_config();
             config.options(format!("-c app.tenant_id={}", t.id()));
-            let manager = deadpool_postgres::Manager::from_config(
-                config,
-                tokio_postgres::NoTls,
-                deadpool_postgres::ManagerConfig {
-                    recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-                },
-            );
-            deadpool_postgres::Pool::builder(manager)
-                .max_size(POOL / 2)
-                .build()
-                .unwrap()
+            tenantry_testkit::pool(config, POOL / 2)
         });
         (db, rls, tenants, session)
     });

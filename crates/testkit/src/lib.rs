@@ -27,7 +27,7 @@ mod redis;
 mod server;
 mod throwaway;
 
-pub use postgres::{TestDb, APP_ROLE, OWNER_ROLE};
+pub use postgres::{pool, TestDb, APP_ROLE, OWNER_ROLE};
 pub use redis::{OwnedRedis, RedisCluster, TestRedis};
 pub use throwaway::{ThrowawayError, ThrowawayPostgres};
 

@@ -255,17 +255,7 @@ impl TestDb {
 
     /// A deadpool pool of application-role connections.
     pub fn app_pool(&self, max_size: usize) -> deadpool_postgres::Pool {
-        let manager = deadpool_postgres::Manager::from_config(
-            self.app_config(),
-            NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
-        deadpool_postgres::Pool::builder(manager)
-            .max_size(max_size)
-            .build()
-            .expect("testkit: pool")
+        pool(self.app_config(), max_size)
     }
 
     /// Inserts a tenant (as the administrator) and returns its id.
@@ -347,4 +337,20 @@ impl Drop for TestDb {
             }
         });
     }
+}
+
+/// A deadpool pool over `config` (fast recycling, no TLS), as [`TestDb::app_pool`] builds it:
+/// for pools over an edited configuration (a proxy's address, startup options).
+pub fn pool(config: Config, max_size: usize) -> deadpool_postgres::Pool {
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .expect("testkit: pool")
 }

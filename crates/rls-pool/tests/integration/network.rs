@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use futures_util::future::join_all;
 use tenantry_core::Plan;
 use tenantry_rls_pool::{DbError, RlsPool};
@@ -16,7 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_postgres::config::Host;
 use tokio_postgres::types::Type;
-use tokio_postgres::NoTls;
 
 use crate::support::*;
 
@@ -41,15 +40,7 @@ fn pool_via(config: &tokio_postgres::Config, host: &str, port: u16, size: usize)
     if let Some(password) = config.get_password() {
         fresh.password(password);
     }
-    let config = fresh;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager).max_size(size).build().unwrap()
+    tenantry_testkit::pool(fresh, size)
 }
 
 /// A loopback TCP proxy that delivers every chunk `delay` after it was read, in each
