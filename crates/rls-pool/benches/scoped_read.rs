@@ -14,9 +14,9 @@
 //! PostgreSQL's row-level security costs by itself. `RawFused` sends `Fused`'s statement on a
 //! bare pool client, without `RlsPool`: the gap between `RlsSessionContext` and it is what
 //! setting the context in every statement costs the server, the gap between it and `Fused` what
-//! the wrapper costs in the client. `RawFusedTimers` is `RawFused` with the two timers `Fused`
-//! arms (the bounded pool wait and the plan's statement timeout, both `tokio::time::timeout`):
-//! most of that gap is theirs.
+//! the wrapper costs in the client. `RawFusedTimers` is `RawFused` with a `tokio::time::timeout`
+//! around each of its two waits (for a connection and for the statement), as `Fused` armed them
+//! before its waits shared one timer.
 #![allow(missing_docs)]
 
 use std::sync::Arc;

@@ -49,6 +49,7 @@ mod fused;
 mod layer;
 mod pool;
 mod store;
+mod timer;
 mod tx;
 
 pub use context::{Access, ContextMode};

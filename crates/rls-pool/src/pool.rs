@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 use crate::context::{Access, ContextMode};
 use crate::doctor::{self, DoctorReport};
 use crate::error::{DbError, DbErrorKind};
+use crate::timer::Timer;
 use crate::tx::TenantDb;
 
 /// Builds a pool for a tenant placed in its own database, from its connection string.
@@ -330,6 +331,7 @@ impl PoolInner {
     pub(crate) async fn tenant_slot(
         &self,
         tenant: &Tenant,
+        timer: &mut Timer<'_>,
     ) -> Result<Option<OwnedSemaphorePermit>, DbError> {
         if !self.per_tenant_caps {
             return Ok(None);
@@ -353,8 +355,11 @@ impl PoolInner {
             }
             entry.1.clone()
         };
-        match tokio::time::timeout(self.tenant_wait, semaphore.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
+        match timer
+            .bound(self.tenant_wait, semaphore.acquire_owned())
+            .await
+        {
+            Some(Ok(permit)) => Ok(Some(permit)),
             _ => {
                 Err(DbError::new(DbErrorKind::TenantBusy).with_retry_after(Duration::from_secs(1)))
             }
@@ -362,14 +367,18 @@ impl PoolInner {
     }
 
     /// A connection for `tenant`'s placement.
-    pub(crate) async fn checkout_for(&self, placement: &Placement) -> Result<Object, DbError> {
+    pub(crate) async fn checkout_for(
+        &self,
+        placement: &Placement,
+        timer: &mut Timer<'_>,
+    ) -> Result<Object, DbError> {
         match placement {
             Placement::Shared | Placement::Schema(_) => {
-                checkout(&self.pool, self.checkout_timeout).await
+                checkout_with(&self.pool, self.checkout_timeout, timer).await
             }
             Placement::Database(dsn) => {
                 let pool = self.databases.get(dsn)?;
-                checkout(&pool, self.checkout_timeout).await
+                checkout_with(&pool, self.checkout_timeout, timer).await
             }
         }
     }
@@ -377,13 +386,23 @@ impl PoolInner {
 
 /// A pooled connection, waiting at most `timeout` (never an unbounded queue).
 pub(crate) async fn checkout(pool: &Pool, timeout: Duration) -> Result<Object, DbError> {
-    match tokio::time::timeout(timeout, pool.get()).await {
-        Ok(Ok(object)) => Ok(object),
-        Ok(Err(PoolError::Backend(e))) => Err(DbError::from_pg(e)),
-        Ok(Err(PoolError::Timeout(_))) | Err(_) => {
+    let slot = std::pin::pin!(None);
+    checkout_with(pool, timeout, &mut Timer::new(slot)).await
+}
+
+/// [`checkout`] on a call's shared timer.
+async fn checkout_with(
+    pool: &Pool,
+    timeout: Duration,
+    timer: &mut Timer<'_>,
+) -> Result<Object, DbError> {
+    match timer.bound(timeout, pool.get()).await {
+        Some(Ok(object)) => Ok(object),
+        Some(Err(PoolError::Backend(e))) => Err(DbError::from_pg(e)),
+        Some(Err(PoolError::Timeout(_))) | None => {
             Err(DbError::new(DbErrorKind::PoolExhausted).with_retry_after(Duration::from_secs(1)))
         }
-        Ok(Err(e)) => Err(DbError::new(DbErrorKind::Unavailable).with_source(e.to_string())),
+        Some(Err(e)) => Err(DbError::new(DbErrorKind::Unavailable).with_source(e.to_string())),
     }
 }
 

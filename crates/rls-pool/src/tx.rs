@@ -11,6 +11,7 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::Deref;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::context::{self, Access, ContextPlan};
 use crate::error::{DbError, DbErrorKind};
 use crate::fused;
 use crate::pool::PoolInner;
+use crate::timer::Timer;
 
 /// Nothing sent yet: the connection is clean.
 const NOT_BEGUN: u8 = 0;
@@ -94,7 +96,8 @@ impl TenantDb {
     /// Opens a transaction with the given access.
     pub async fn begin_with(&self, access: Access) -> Result<TenantTx, DbError> {
         let plan = self.plan_for(access)?;
-        self.open(plan).await
+        let slot = pin!(None);
+        self.open(plan, &mut Timer::new(slot)).await
     }
 
     /// What opens this tenant's transaction (no I/O).
@@ -112,10 +115,14 @@ impl TenantDb {
         )
     }
 
-    /// Takes a slot of the tenant's cap and a pooled connection for `plan`; sends nothing.
-    async fn open(&self, plan: ContextPlan) -> Result<TenantTx, DbError> {
-        let permit = self.pool.tenant_slot(&self.tenant).await?;
-        let client = self.pool.checkout_for(self.tenant.placement()).await?;
+    /// Takes a slot of the tenant's cap and a pooled connection for `plan`, each wait bounded
+    /// on `timer`; sends nothing.
+    async fn open(&self, plan: ContextPlan, timer: &mut Timer<'_>) -> Result<TenantTx, DbError> {
+        let permit = self.pool.tenant_slot(&self.tenant, timer).await?;
+        let client = self
+            .pool
+            .checkout_for(self.tenant.placement(), timer)
+            .await?;
         Ok(TenantTx {
             handle: TxHandle {
                 inner: Arc::new(TxInner {
@@ -278,8 +285,11 @@ impl TenantDb {
         if !context::fusable(self.pool.mode, self.tenant.placement()) {
             return self.query_cached(sql, params).await;
         }
-        let tx = self.open(ContextPlan::unsent()).await?;
-        tx.handle.inner.fused(sql, params).await
+        // One timer for the waits for a slot and a connection and for the statement.
+        let slot = pin!(None);
+        let mut timer = Timer::new(slot);
+        let tx = self.open(ContextPlan::unsent(), &mut timer).await?;
+        tx.handle.inner.fused(sql, params, &mut timer).await
     }
 
     /// One write (or any statement) in its own transaction, returning the rows affected;
@@ -606,7 +616,12 @@ impl TxInner {
     /// The fused call (see [`TenantDb::query_fused`]): nothing else is sent, and no
     /// transaction is opened, so a drop at any point leaves nothing to undo: the call's
     /// implicit transaction ends at its own `Sync`, on the server, with the context.
-    async fn fused(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, DbError> {
+    async fn fused(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        timer: &mut Timer<'_>,
+    ) -> Result<Vec<Row>, DbError> {
         let _serial = self.op_lock.lock().await;
         let object = self.object()?;
         if self.state.load(Ordering::SeqCst) != NOT_BEGUN {
@@ -620,7 +635,14 @@ impl TxInner {
                 shape
             }
         };
-        let tenant = self.tenant.id().to_string();
+        // The id as text for `set_config`, formatted on the stack.
+        let mut text = [0u8; 36];
+        let tenant: &str = self
+            .tenant
+            .id()
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut text);
         let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 1);
         all.extend_from_slice(params);
         all.push(&tenant);
@@ -629,17 +651,17 @@ impl TxInner {
             .prepare_cached(&shape.call)
             .await
             .map_err(DbError::from_pg)?;
-        match tokio::time::timeout(limit, object.query(&statement, &all)).await {
-            Ok(Ok(rows)) => {
+        match timer.bound(limit, object.query(&statement, &all)).await {
+            Some(Ok(rows)) => {
                 self.state.store(DONE, Ordering::SeqCst);
                 Ok(rows)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 // A statement error ends its implicit transaction.
                 self.record_ended(&e);
                 Err(DbError::from_pg(e))
             }
-            Err(_elapsed) => {
+            None => {
                 // Still running on the server: ask it to stop, and never reuse this
                 // connection (it is closed on drop).
                 self.state.store(BROKEN, Ordering::SeqCst);

@@ -396,3 +396,143 @@ async fn citus_mode_and_schema_placement_use_the_transaction_form() {
     assert_eq!(titles, ["in-schema"]);
     assert_next_checkout_is_clean(&rls, db.admin()).await;
 }
+
+/// Holds the only connection of `rls` in an open transaction of tenant `t` for `hold`.
+async fn hold_the_connection(
+    rls: &tenantry_rls_pool::RlsPool,
+    t: &Arc<Tenant>,
+    hold: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let tx = rls.for_tenant(t.clone()).begin().await.unwrap();
+    tx.query("SELECT 1", &[]).await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        tx.commit().await.unwrap();
+    })
+}
+
+#[tokio::test]
+async fn the_plan_timeout_counts_from_the_statement_not_from_the_wait_for_a_connection() {
+    // The wait for a connection and the statement share one timer; the statement's limit
+    // starts when the statement does.
+    // A 600 ms wait (of 900 allowed), then a 500 ms statement (of 800 allowed): 1.1 s in
+    // all, past either limit counted from the start of the call.
+    let (db, a, b) = seeded().await;
+    let rls = builder(&db, 1)
+        .checkout_timeout(Duration::from_millis(900))
+        .build()
+        .unwrap();
+    let limited = with_overrides(
+        &b,
+        LimitOverrides {
+            statement_timeout_ms: Some(800),
+            ..Default::default()
+        },
+    );
+    let holder = hold_the_connection(&rls, &a, Duration::from_millis(600)).await;
+    let start = Instant::now();
+    let rows = rls
+        .for_tenant(limited)
+        .query_fused("SELECT 1 AS one FROM pg_sleep(0.5)", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        start.elapsed() > Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+    holder.await.unwrap();
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
+}
+
+#[tokio::test]
+async fn after_a_wait_for_a_connection_the_plan_timeout_still_cancels_the_statement() {
+    let (db, a, b) = seeded().await;
+    let rls = builder(&db, 1)
+        .checkout_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let limited = with_overrides(
+        &b,
+        LimitOverrides {
+            statement_timeout_ms: Some(300),
+            ..Default::default()
+        },
+    );
+    let holder = hold_the_connection(&rls, &a, Duration::from_millis(400)).await;
+    let start = Instant::now();
+    let err = rls
+        .for_tenant(limited)
+        .query_fused("SELECT 1 AS one FROM pg_sleep(5)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), DbErrorKind::Timeout, "{err}");
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed > Duration::from_millis(650) && elapsed < Duration::from_secs(3),
+        "a 400 ms wait, then 300 ms of statement: {elapsed:?}"
+    );
+    holder.await.unwrap();
+    assert_next_checkout_is_clean(&rls, db.admin()).await;
+}
+
+#[tokio::test]
+async fn a_fused_call_waits_for_a_connection_only_up_to_the_checkout_timeout() {
+    let (db, a, b) = seeded().await;
+    let rls = builder(&db, 1)
+        .checkout_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let holder = hold_the_connection(&rls, &a, Duration::from_secs(2)).await;
+    let start = Instant::now();
+    let err = rls
+        .for_tenant(b.clone())
+        .query_fused(EVERY_ROW, &[b.id().as_uuid()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), DbErrorKind::PoolExhausted, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    holder.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fused_call_waits_for_a_tenant_slot_only_up_to_the_tenant_wait() {
+    let (db, a, _) = seeded().await;
+    let rls = builder(&db, 4)
+        .tenant_wait(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let capped = with_overrides(
+        &a,
+        LimitOverrides {
+            max_concurrent_transactions: std::num::NonZeroU32::new(1),
+            ..Default::default()
+        },
+    );
+    let held = rls.for_tenant(capped.clone()).begin().await.unwrap();
+    let start = Instant::now();
+    let err = rls
+        .for_tenant(capped.clone())
+        .query_fused(EVERY_ROW, &[capped.id().as_uuid()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), DbErrorKind::TenantBusy, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    held.rollback().await.unwrap();
+    // The slot is free again: the same call goes through.
+    let rows = rls
+        .for_tenant(capped.clone())
+        .query_fused(EVERY_ROW, &[capped.id().as_uuid()])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+}
