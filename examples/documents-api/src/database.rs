@@ -75,6 +75,10 @@ impl Database {
     }
 
     /// A pool of application-role connections, with generic plans (see [`generic_plans`]).
+    ///
+    /// No wait timeout of the pool's own: every user of it bounds its wait already
+    /// (`RlsPool`'s checkout timeout, `PgTenantStore`'s lookup timeout, `/readyz`), and a
+    /// second timer around the same wait would be armed on every checkout that has to queue.
     pub fn app_pool(&self, max_size: usize) -> anyhow::Result<deadpool_postgres::Pool> {
         let manager = deadpool_postgres::Manager::from_config(
             generic_plans(self.app.clone()),
@@ -86,7 +90,6 @@ impl Database {
         Ok(deadpool_postgres::Pool::builder(manager)
             .max_size(max_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(std::time::Duration::from_secs(2)))
             .create_timeout(Some(std::time::Duration::from_secs(5)))
             .build()?)
     }
