@@ -32,7 +32,7 @@
 //! ..)`, set-returning functions, windows, row locks) miss nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use tokio_postgres::Client;
 
@@ -52,19 +52,20 @@ pub(crate) struct Shape {
 }
 
 /// Shapes by statement text, shared by every connection of a pool (a statement's parameter
-/// count is the same in every database of the same schema).
+/// count is the same in every database of the same schema). Read on every call from every
+/// worker thread, written once per statement: a read lock, so calls never wait on each other.
 #[derive(Debug, Default)]
 pub(crate) struct Shapes {
-    map: Mutex<HashMap<String, Arc<Shape>>>,
+    map: RwLock<HashMap<String, Arc<Shape>>>,
 }
 
 impl Shapes {
     pub(crate) fn get(&self, sql: &str) -> Option<Arc<Shape>> {
-        self.map.lock().ok()?.get(sql).cloned()
+        self.map.read().ok()?.get(sql).cloned()
     }
 
     pub(crate) fn insert(&self, sql: &str, shape: Arc<Shape>) {
-        if let Ok(mut map) = self.map.lock() {
+        if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_SHAPES {
                 map.clear();
             }
