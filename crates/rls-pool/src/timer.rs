@@ -57,8 +57,9 @@ impl<'a> Timer<'a> {
             }
             match self.sleep.as_mut().as_pin_mut() {
                 Some(sleep) => sleep.poll(cx).map(|()| None),
-                // Armed just above, and never disarmed.
-                None => Poll::Pending,
+                // Armed just above and never disarmed; were it not, the wait ends as timed
+                // out rather than waiting with no timer to wake it.
+                None => Poll::Ready(None),
             }
         })
         .await
