@@ -227,13 +227,7 @@ async fn writes_are_refused_and_nothing_is_written() {
 async fn the_plan_timeout_is_enforced_and_the_statement_cancelled() {
     let (db, a, _) = seeded().await;
     let rls = rls(&db, 1);
-    let fast = with_overrides(
-        &a,
-        LimitOverrides {
-            statement_timeout_ms: Some(150),
-            ..Default::default()
-        },
-    );
+    let fast = with_statement_timeout(&a, 150);
     let start = Instant::now();
     let err = rls
         .for_tenant(fast.clone())
@@ -422,13 +416,7 @@ async fn the_plan_timeout_counts_from_the_statement_not_from_the_wait_for_a_conn
         .checkout_timeout(Duration::from_millis(900))
         .build()
         .unwrap();
-    let limited = with_overrides(
-        &b,
-        LimitOverrides {
-            statement_timeout_ms: Some(800),
-            ..Default::default()
-        },
-    );
+    let limited = with_statement_timeout(&b, 800);
     let holder = hold_the_connection(&rls, &a, Duration::from_millis(600)).await;
     let start = Instant::now();
     let rows = rls
@@ -453,13 +441,7 @@ async fn after_a_wait_for_a_connection_the_plan_timeout_still_cancels_the_statem
         .checkout_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let limited = with_overrides(
-        &b,
-        LimitOverrides {
-            statement_timeout_ms: Some(300),
-            ..Default::default()
-        },
-    );
+    let limited = with_statement_timeout(&b, 300);
     let holder = hold_the_connection(&rls, &a, Duration::from_millis(400)).await;
     let start = Instant::now();
     let err = rls

@@ -35,6 +35,17 @@ pub(crate) fn with_overrides(t: &Tenant, overrides: LimitOverrides) -> Arc<Tenan
     )
 }
 
+/// `t` with its plan's statement timeout overridden to `ms`.
+pub(crate) fn with_statement_timeout(t: &Tenant, ms: u64) -> Arc<Tenant> {
+    with_overrides(
+        t,
+        LimitOverrides {
+            statement_timeout_ms: Some(ms),
+            ..Default::default()
+        },
+    )
+}
+
 pub(crate) fn builder(db: &TestDb, size: usize) -> RlsPoolBuilder {
     RlsPool::builder(db.app_pool(size))
         .checkout_timeout(Duration::from_secs(5))

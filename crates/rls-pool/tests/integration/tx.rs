@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use tenantry_core::{LimitOverrides, Tenant};
+use tenantry_core::Tenant;
 use tenantry_rls_pool::{Access, ContextMode, DbError, DbErrorKind, RlsLayer, TenantDb};
 use tokio_postgres::types::Type;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -60,13 +60,7 @@ async fn interleaved_tenants_on_a_pool_of_one_never_see_a_wrong_row() {
 async fn the_plan_sets_statement_timeout_and_a_slow_statement_is_a_retryable_503() {
     let (db, a, _) = seeded().await;
     let rls = rls(&db, 1);
-    let fast = with_overrides(
-        &a,
-        LimitOverrides {
-            statement_timeout_ms: Some(150),
-            ..Default::default()
-        },
-    );
+    let fast = with_statement_timeout(&a, 150);
     let tx = rls.for_tenant(fast.clone()).begin().await.unwrap();
     let shown: String = tx
         .query_one("SHOW statement_timeout", &[])
