@@ -251,9 +251,8 @@ where
                 let cost = f(&parts);
                 let req = Request::from_parts(parts, body);
                 if cost == 0 {
-                    let inner = self.inner.clone();
-                    let mut inner = std::mem::replace(&mut self.inner, inner);
-                    return ResponseFuture::inner(inner.call(req), None);
+                    // Called now: the service polled ready is `self.inner` itself.
+                    return ResponseFuture::inner(self.inner.call(req), None);
                 }
                 return self.decide(req, &tenant, cost);
             }
@@ -299,28 +298,38 @@ impl<S, L: Limiter> RateLimit<S, L> {
             PolicyName::Plan(Arc::clone(tenant))
         };
         let legacy = shared.legacy_headers;
-        let inner = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, inner);
 
-        // The in-process limiter answers at once: no allocation on that path.
+        // The in-process limiter answers at once: no allocation on that path, and no clone of
+        // the inner service (it is called now, and it is the one that was polled ready).
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match Pin::new(&mut check).poll(&mut cx) {
             Poll::Ready(result) => match outcome(result, name, legacy) {
-                Outcome::Proceed(stamp) => ResponseFuture::inner(inner.call(req), stamp),
-                Outcome::Respond(res) => ResponseFuture::respond(res),
-            },
-            Poll::Pending => ResponseFuture::boxed(Box::pin(async move {
-                match outcome(check.await, name, legacy) {
-                    Outcome::Proceed(stamp) => {
-                        let mut res = inner.call(req).await?;
-                        if let Some(stamp) = stamp {
-                            stamp.apply(res.headers_mut());
-                        }
-                        Ok(res)
-                    }
-                    Outcome::Respond(res) => Ok(res),
+                Outcome::Proceed(stamp) => ResponseFuture::inner(self.inner.call(req), stamp),
+                Outcome::Respond(res) => {
+                    // Not called: give up what its readiness may hold, as a call would have.
+                    let fresh = self.inner.clone();
+                    drop(std::mem::replace(&mut self.inner, fresh));
+                    ResponseFuture::respond(res)
                 }
-            })),
+            },
+            Poll::Pending => {
+                // The call comes later, in the future: it takes the service that was polled
+                // ready, and a fresh clone stays.
+                let fresh = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, fresh);
+                ResponseFuture::boxed(Box::pin(async move {
+                    match outcome(check.await, name, legacy) {
+                        Outcome::Proceed(stamp) => {
+                            let mut res = inner.call(req).await?;
+                            if let Some(stamp) = stamp {
+                                stamp.apply(res.headers_mut());
+                            }
+                            Ok(res)
+                        }
+                        Outcome::Respond(res) => Ok(res),
+                    }
+                }))
+            }
         }
     }
 }
