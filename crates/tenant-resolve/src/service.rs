@@ -87,18 +87,43 @@ where
                 inner: None,
             },
             Ok(prepared) => {
-                // The service that was polled ready is the one we call; a fresh clone stays.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    rejected: None,
-                    lookup: Some(Box::pin(Arc::clone(&self.shared).lookup(prepared))),
-                    pending: Some(Pending {
-                        request: req,
-                        service: inner,
-                        rejection: self.rejection.clone(),
-                    }),
-                    inner: None,
+                let mut lookup: Lookup = Box::pin(Arc::clone(&self.shared).lookup(prepared));
+                // A cached tenant answers at once: then the inner service, the one polled
+                // ready, is called now, and is not cloned.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match lookup.as_mut().poll(&mut cx) {
+                    Poll::Ready(Err(rejection)) => ResponseFuture {
+                        rejected: Some(respond(&mut self.rejection, rejection)),
+                        lookup: None,
+                        pending: None,
+                        inner: None,
+                    },
+                    Poll::Ready(Ok(resolved)) => {
+                        let mut req = req;
+                        attach(&mut req, resolved);
+                        ResponseFuture {
+                            rejected: None,
+                            lookup: None,
+                            pending: None,
+                            inner: Some(self.inner.call(req)),
+                        }
+                    }
+                    Poll::Pending => {
+                        // The call comes after the lookup, in the future: it takes the service
+                        // that was polled ready, and a fresh clone stays.
+                        let clone = self.inner.clone();
+                        let inner = std::mem::replace(&mut self.inner, clone);
+                        ResponseFuture {
+                            rejected: None,
+                            lookup: Some(lookup),
+                            pending: Some(Pending {
+                                request: req,
+                                service: inner,
+                                rejection: self.rejection.clone(),
+                            }),
+                            inner: None,
+                        }
+                    }
                 }
             }
         }
@@ -106,6 +131,24 @@ where
 }
 
 type Lookup = Pin<Box<dyn Future<Output = Result<Resolved, Rejection>> + Send>>;
+
+/// Puts the resolved tenant, credential kind and principal in the request's extensions, and
+/// records the tenant on the current span.
+fn attach<B>(request: &mut Request<B>, resolved: Resolved) {
+    #[cfg(feature = "tracing")]
+    {
+        let span = tracing::Span::current();
+        span.record("tenant.id", tracing::field::display(resolved.tenant.id()));
+        span.record("tenant.slug", resolved.tenant.slug().as_str());
+        span.record("tenant.plan", resolved.tenant.plan().name());
+    }
+    let ext = request.extensions_mut();
+    ext.insert(resolved.tenant);
+    ext.insert(resolved.kind);
+    if let Some(p) = resolved.principal {
+        ext.insert(p);
+    }
+}
 
 struct Pending<S, ReqBody, R> {
     request: Request<ReqBody>,
@@ -179,19 +222,7 @@ where
         match outcome {
             Err(r) => Poll::Ready(Ok(respond(&mut rejection, r))),
             Ok(resolved) => {
-                #[cfg(feature = "tracing")]
-                {
-                    let span = tracing::Span::current();
-                    span.record("tenant.id", tracing::field::display(resolved.tenant.id()));
-                    span.record("tenant.slug", resolved.tenant.slug().as_str());
-                    span.record("tenant.plan", resolved.tenant.plan().name());
-                }
-                let ext = request.extensions_mut();
-                ext.insert(resolved.tenant);
-                ext.insert(resolved.kind);
-                if let Some(p) = resolved.principal {
-                    ext.insert(p);
-                }
+                attach(&mut request, resolved);
                 this.inner.set(Some(service.call(request)));
                 match this.inner.as_pin_mut() {
                     Some(fut) => fut.poll(cx),

@@ -220,8 +220,20 @@ async fn bare_hyper_server_with_service_fn_over_tcp() {
 
 #[tokio::test]
 async fn the_inner_service_polled_ready_is_the_one_called() {
-    // tower-test's Mock panics if a clone that was never polled ready is called.
+    // A store that answers at once: the inner service is called from `call` itself.
+    inner_service_polled_ready_is_called(World::new()).await;
+}
+
+#[tokio::test]
+async fn the_inner_service_polled_ready_is_the_one_called_after_a_store_that_waits() {
+    // A store that answers later: the inner service is called from the response future.
     let w = World::new();
+    w.store.answer_later();
+    inner_service_polled_ready_is_called(w).await;
+}
+
+async fn inner_service_polled_ready_is_called(w: World) {
+    // tower-test's Mock panics if a clone that was never polled ready is called.
     let (mock, mut handle) =
         tower_test::mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
     let mut svc = layer(&w).layer(mock);
@@ -254,7 +266,17 @@ async fn the_inner_service_polled_ready_is_the_one_called() {
 
 #[tokio::test]
 async fn rejected_requests_never_reach_the_inner_service() {
+    rejected_requests_never_reach(World::new()).await;
+}
+
+#[tokio::test]
+async fn rejected_requests_never_reach_the_inner_service_after_a_store_that_waits() {
     let w = World::new();
+    w.store.answer_later();
+    rejected_requests_never_reach(w).await;
+}
+
+async fn rejected_requests_never_reach(w: World) {
     let (mock, mut handle) =
         tower_test::mock::pair::<Request<Full<Bytes>>, Response<Full<Bytes>>>();
     let mut svc = layer(&w).layer(mock);
@@ -316,37 +338,45 @@ async fn tenant_id_slug_and_plan_are_recorded_on_the_request_span() {
     // Callsites registered meanwhile by tests on other threads (no subscriber) may have
     // cached "never"; rebuild with this subscriber live.
     tracing::callsite::rebuild_interest_cache();
-    let w = World::new();
-    let svc = layer(&w).layer(tower::service_fn(echo));
-    let span = tracing::info_span!(
-        "request",
-        tenant.id = tracing::field::Empty,
-        tenant.slug = tracing::field::Empty,
-        tenant.plan = tracing::field::Empty
-    );
-    let res = svc
-        .oneshot(
-            req()
-                .header("x-api-key", key_for("acme"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .instrument(span)
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let recorded = fields.0.lock().unwrap().clone();
-    assert!(
-        recorded.contains(&("tenant.id".to_owned(), w.acme.to_string())),
-        "{recorded:?}"
-    );
-    assert!(
-        recorded.contains(&("tenant.slug".to_owned(), "acme".to_owned())),
-        "{recorded:?}"
-    );
-    // World's tenants are on the pro plan.
-    assert!(
-        recorded.contains(&("tenant.plan".to_owned(), "pro".to_owned())),
-        "{recorded:?}"
-    );
+    // A store that answers at once (the fields are recorded in `call`) and one that answers
+    // later (in the response future).
+    for later in [false, true] {
+        fields.0.lock().unwrap().clear();
+        let w = World::new();
+        if later {
+            w.store.answer_later();
+        }
+        let svc = layer(&w).layer(tower::service_fn(echo));
+        let span = tracing::info_span!(
+            "request",
+            tenant.id = tracing::field::Empty,
+            tenant.slug = tracing::field::Empty,
+            tenant.plan = tracing::field::Empty
+        );
+        let res = svc
+            .oneshot(
+                req()
+                    .header("x-api-key", key_for("acme"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .instrument(span)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let recorded = fields.0.lock().unwrap().clone();
+        assert!(
+            recorded.contains(&("tenant.id".to_owned(), w.acme.to_string())),
+            "{recorded:?}"
+        );
+        assert!(
+            recorded.contains(&("tenant.slug".to_owned(), "acme".to_owned())),
+            "{recorded:?}"
+        );
+        // World's tenants are on the pro plan.
+        assert!(
+            recorded.contains(&("tenant.plan".to_owned(), "pro".to_owned())),
+            "{recorded:?}"
+        );
+    }
 }

@@ -30,14 +30,16 @@ pub const EC_PUBLIC: &[u8] = include_bytes!("../keys/ec_public.pem");
 pub const ED_PRIVATE: &[u8] = include_bytes!("../keys/ed_private.pem");
 pub const ED_PUBLIC: &[u8] = include_bytes!("../keys/ed_public.pem");
 
-/// A store over `InMemoryStore` that counts lookups, can be made to fail, and can be made to
-/// answer every lookup with one fixed (wrong) record.
+/// A store over `InMemoryStore` that counts lookups, can be made to fail, to answer every
+/// lookup with one fixed (wrong) record, and to answer only after yielding once (as a store
+/// behind a network does), where the in-memory store answers at once.
 #[derive(Clone, Default, Debug)]
 pub struct TestStore {
     pub inner: InMemoryStore,
     calls: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
     liar: Arc<Mutex<Option<Arc<Tenant>>>>,
+    later: Arc<AtomicBool>,
 }
 
 impl TestStore {
@@ -50,7 +52,13 @@ impl TestStore {
     pub fn always_answer(&self, t: Arc<Tenant>) {
         *self.liar.lock().unwrap() = Some(t);
     }
-    fn before(&self) -> Result<Option<Arc<Tenant>>, StoreError> {
+    pub fn answer_later(&self) {
+        self.later.store(true, Ordering::SeqCst);
+    }
+    async fn before(&self) -> Result<Option<Arc<Tenant>>, StoreError> {
+        if self.later.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::new(
@@ -64,19 +72,19 @@ impl TestStore {
 
 impl TenantStore for TestStore {
     async fn by_id(&self, id: TenantId) -> Result<Option<Arc<Tenant>>, StoreError> {
-        if let Some(t) = self.before()? {
+        if let Some(t) = self.before().await? {
             return Ok(Some(t));
         }
         self.inner.by_id(id).await
     }
     async fn by_slug(&self, slug: &Slug) -> Result<Option<Arc<Tenant>>, StoreError> {
-        if let Some(t) = self.before()? {
+        if let Some(t) = self.before().await? {
             return Ok(Some(t));
         }
         self.inner.by_slug(slug).await
     }
     async fn by_api_key(&self, hash: &ApiKeyHash) -> Result<Option<Arc<Tenant>>, StoreError> {
-        if let Some(t) = self.before()? {
+        if let Some(t) = self.before().await? {
             return Ok(Some(t));
         }
         self.inner.by_api_key(hash).await
