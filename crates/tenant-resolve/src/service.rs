@@ -79,41 +79,31 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // Everything that needs no store (selectors, JWT verification) runs here, before any
         // allocation for the lookup.
-        match self.shared.prepare(&req) {
-            Err(rejection) => ResponseFuture {
-                rejected: Some(respond(&mut self.rejection, rejection)),
-                lookup: None,
-                pending: None,
-                inner: None,
-            },
+        let rejection = match self.shared.prepare(&req) {
+            Err(rejection) => rejection,
             Ok(prepared) => {
                 let mut lookup: Lookup = Box::pin(Arc::clone(&self.shared).lookup(prepared));
                 // A cached tenant answers at once: then the inner service, the one polled
                 // ready, is called now, and is not cloned.
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 match lookup.as_mut().poll(&mut cx) {
-                    Poll::Ready(Err(rejection)) => ResponseFuture {
-                        rejected: Some(respond(&mut self.rejection, rejection)),
-                        lookup: None,
-                        pending: None,
-                        inner: None,
-                    },
+                    Poll::Ready(Err(rejection)) => rejection,
                     Poll::Ready(Ok(resolved)) => {
                         let mut req = req;
                         attach(&mut req, resolved);
-                        ResponseFuture {
+                        return ResponseFuture {
                             rejected: None,
                             lookup: None,
                             pending: None,
                             inner: Some(self.inner.call(req)),
-                        }
+                        };
                     }
                     Poll::Pending => {
                         // The call comes after the lookup, in the future: it takes the service
                         // that was polled ready, and a fresh clone stays.
                         let clone = self.inner.clone();
                         let inner = std::mem::replace(&mut self.inner, clone);
-                        ResponseFuture {
+                        return ResponseFuture {
                             rejected: None,
                             lookup: Some(lookup),
                             pending: Some(Pending {
@@ -122,10 +112,16 @@ where
                                 rejection: self.rejection.clone(),
                             }),
                             inner: None,
-                        }
+                        };
                     }
                 }
             }
+        };
+        ResponseFuture {
+            rejected: Some(respond(&mut self.rejection, rejection)),
+            lookup: None,
+            pending: None,
+            inner: None,
         }
     }
 }
