@@ -167,6 +167,62 @@ async fn a_stalled_redis_times_out_and_the_script_is_sent_at_most_once() {
     assert!(next, "double-counted or never back: {:?}", limiter.stats());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_queued_behind_a_stalled_call_are_answered_within_their_own_timeout() {
+    const T: Duration = Duration::from_millis(500);
+    let server = OwnedRedis::start();
+    let limiter = RedisLimiter::builder(server.url())
+        .timeout(T)
+        // High enough that the breaker never opens here: it would answer the later batches at
+        // once and hide how long they wait.
+        .failure_threshold(1_000)
+        .fail_policy(FailPolicy::Closed)
+        .negative_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let key = RateKey::new(tenantry_core::TenantId::new_v4(), "api".into());
+    let quota = Quota::per_minute(1_000_000, 1_000_000).unwrap();
+    limiter.check(&key, quota, one()).await.unwrap();
+    let _: () = limiter
+        .client()
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+            vec!["PAUSE", "4000", "ALL"],
+        )
+        .await
+        .unwrap();
+
+    // The first decision's call stalls; 300 more (three batches) queue behind it a little
+    // later. Each gets an answer no later than an uncoalesced decision would (twice the
+    // timeout): not after the call ahead of it and then its own.
+    let lead = tokio::spawn({
+        let (limiter, key) = (limiter.clone(), key.clone());
+        async move { limiter.check(&key, quota, one()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued: Vec<_> = (0..300)
+        .map(|_| {
+            let (limiter, key) = (limiter.clone(), key.clone());
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let result = limiter.check(&key, quota, one()).await;
+                (start.elapsed(), result.is_err())
+            })
+        })
+        .collect();
+    assert!(
+        lead.await.unwrap().is_err(),
+        "Closed policy: no decision without Redis"
+    );
+    for waiter in queued {
+        let (took, failed) = waiter.await.unwrap();
+        assert!(failed, "Closed policy: no decision without Redis");
+        assert!(took < 2 * T + Duration::from_millis(250), "took {took:?}");
+    }
+    assert_eq!(limiter.stats().redis_decisions, 1, "{:?}", limiter.stats());
+}
+
 /// A `Write` that appends to a shared buffer, for capturing log lines.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

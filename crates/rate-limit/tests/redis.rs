@@ -184,9 +184,10 @@ async fn key_expiry_tracks_the_replenish_time() {
             .is_allowed());
     }
     let redis_key = limiter.redis_key(&key);
-    assert!(
-        redis_key.contains(&format!("{{{}}}", key.tenant())),
-        "{redis_key}"
+    // `<prefix>{<tenant>}:<policy>`: the tenant is the hash tag.
+    assert_eq!(
+        redis_key,
+        format!("{}{{{}}}:api", redis.key("rl:"), key.tenant())
     );
     let pttl: i64 = redis.client().pttl(&redis_key).await.unwrap();
     // Three units at 1 s each: the key lives about 3 s, then it carries no information.
