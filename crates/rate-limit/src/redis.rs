@@ -851,8 +851,9 @@ impl RedisLimiterBuilder {
     /// one instant would. Under load a hot key costs Redis one script run per round trip
     /// instead of one per request; a decision that arrives while none is in flight is sent at
     /// once, by its own request, at the cost of an uncoalesced one. Queued decisions are sent
-    /// by a spawned Tokio task, so a dropped request never strands the ones behind it. Off,
-    /// every decision is its own call.
+    /// by a spawned Tokio task, so a dropped request never strands the ones behind it, and
+    /// each is answered within twice the [timeout](Self::timeout) of its arrival, as an
+    /// uncoalesced decision is, however long the queue. Off, every decision is its own call.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
         self
