@@ -29,6 +29,18 @@ async fn limiter(server: &OwnedRedis, policy: FailPolicy) -> RedisLimiter {
         .unwrap()
 }
 
+/// Stalls every client of the limiter's Redis server for `millis` (`CLIENT PAUSE`).
+async fn stall(limiter: &RedisLimiter, millis: u32) {
+    let _: () = limiter
+        .client()
+        .custom(
+            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+            vec!["PAUSE".to_owned(), millis.to_string(), "ALL".to_owned()],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fail_policy_holds_during_an_outage_and_the_breaker_closes_after() {
     let mut server = OwnedRedis::start();
@@ -139,15 +151,7 @@ async fn a_stalled_redis_times_out_and_the_script_is_sent_at_most_once() {
     let warm = RateKey::new(tenantry_core::TenantId::new_v4(), "api".into());
     limiter.check(&warm, quota, one()).await.unwrap();
 
-    // Stall every client of this server for 600 ms.
-    let _: () = limiter
-        .client()
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
-            vec!["PAUSE", "600", "ALL"],
-        )
-        .await
-        .unwrap();
+    stall(&limiter, 600).await;
     let start = Instant::now();
     let result = limiter.check(&key, quota, one()).await;
     assert!(
@@ -184,14 +188,7 @@ async fn decisions_queued_behind_a_stalled_call_are_answered_within_their_own_ti
     let key = RateKey::new(tenantry_core::TenantId::new_v4(), "api".into());
     let quota = Quota::per_minute(1_000_000, 1_000_000).unwrap();
     limiter.check(&key, quota, one()).await.unwrap();
-    let _: () = limiter
-        .client()
-        .custom(
-            CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
-            vec!["PAUSE", "4000", "ALL"],
-        )
-        .await
-        .unwrap();
+    stall(&limiter, 4_000).await;
 
     // The first decision's call stalls; 300 more (three batches) queue behind it a little
     // later. Each gets an answer no later than an uncoalesced decision would (twice the
