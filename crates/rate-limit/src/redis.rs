@@ -286,13 +286,8 @@ impl RedisLimiter {
             .iter()
             .map(|&(quota, cost)| Step::new(quota, cost))
             .collect();
-        self.eval(
-            &self.redis_key(key),
-            &steps,
-            Some(now_us),
-            self.inner.timeout * 2,
-        )
-        .await
+        self.eval(&self.redis_key(key), &steps, Some(now_us), self.max_wait())
+            .await
     }
 
     /// Decides now (what [`Limiter::check`] does).
@@ -314,7 +309,7 @@ impl RedisLimiter {
         let verdict = match &self.inner.queues {
             Some(queues) => self.queued(queues, key, step, now).await,
             None => self
-                .call(&self.redis_key(key), &[step], self.inner.timeout * 2)
+                .call(&self.redis_key(key), &[step], self.max_wait())
                 .await
                 .and_then(single),
         };
@@ -348,7 +343,7 @@ impl RedisLimiter {
             match queues.get_mut(&redis_key) {
                 Some(waiting) => {
                     let (reply, answer) = tokio::sync::oneshot::channel();
-                    let deadline = now.saturating_add(micros(self.inner.timeout * 2));
+                    let deadline = now.saturating_add(micros(self.max_wait()));
                     waiting.push(Waiting {
                         step,
                         deadline,
@@ -369,9 +364,8 @@ impl RedisLimiter {
                 limiter: self,
                 redis_key,
             };
-            let budget = self.inner.timeout * 2;
             return self
-                .call(&lead.redis_key, &[step], budget)
+                .call(&lead.redis_key, &[step], self.max_wait())
                 .await
                 .and_then(single);
         };
@@ -435,7 +429,7 @@ impl RedisLimiter {
             let Some(first) = batch.iter().map(|w| w.deadline).min() else {
                 continue;
             };
-            let budget = Duration::from_micros(first - now).min(self.inner.timeout * 2);
+            let budget = Duration::from_micros(first - now).min(self.max_wait());
             let steps: Vec<Step> = batch.iter().map(|w| w.step).collect();
             match self.call(&redis_key, &steps, budget).await {
                 Ok(verdicts) => {
@@ -483,6 +477,12 @@ impl RedisLimiter {
                 Err(err)
             }
         }
+    }
+
+    /// The longest one call may take, and so one decision may wait: the call and, when Redis
+    /// lost the script, its reload (twice the timeout).
+    fn max_wait(&self) -> Duration {
+        self.inner.timeout * 2
     }
 
     fn now_us(&self) -> u64 {
