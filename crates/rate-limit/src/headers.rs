@@ -70,8 +70,8 @@ pub(crate) fn append(headers: &mut HeaderMap, name: &str, decision: &Decision, l
     let quota = decision.quota();
     let remaining = decision.remaining();
     let reset = ceil_secs(decision.reset_after());
-    // Room for the escaped name and the parameters (three numbers of up to 20 digits), so
-    // that neither string grows.
+    // Room for the escaped name (at most twice its bytes, quoted) and the parameters (one
+    // number of up to 10 digits in `policy`, two of up to 20 in `state`): neither grows.
     let capacity = 2 * name.len() + 2 + 32;
     let mut policy = String::with_capacity(capacity);
     push_sf_string(&mut policy, name);
