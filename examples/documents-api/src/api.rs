@@ -25,17 +25,24 @@ pub(crate) const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 100;
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
+/// A timestamp, serialized as RFC 3339 with microseconds (`2026-11-27T09:30:00.123456Z`).
+/// `collect_str` writes it straight into the response body: no `String` per timestamp.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_micros(self.0))
+    }
 }
 
-/// A document without its content (list items).
+/// A document without its content (list items), borrowing its title from the row.
 #[derive(Debug, Serialize)]
-pub(crate) struct DocumentSummary {
+pub(crate) struct DocumentSummary<'a> {
     id: Uuid,
-    title: String,
-    created_at: String,
-    updated_at: String,
+    title: &'a str,
+    created_at: Timestamp,
+    updated_at: Timestamp,
 }
 
 /// A whole document.
@@ -44,8 +51,8 @@ pub(crate) struct Document {
     id: Uuid,
     title: String,
     content: String,
-    created_at: String,
-    updated_at: String,
+    created_at: Timestamp,
+    updated_at: Timestamp,
 }
 
 impl Document {
@@ -54,8 +61,8 @@ impl Document {
             id: r.get("id"),
             title: r.get("title"),
             content: r.get("content"),
-            created_at: rfc3339(r.get("created_at")),
-            updated_at: rfc3339(r.get("updated_at")),
+            created_at: Timestamp(r.get("created_at")),
+            updated_at: Timestamp(r.get("updated_at")),
         }
     }
 }
@@ -70,8 +77,8 @@ pub(crate) struct ListParams {
 
 /// A page of documents, newest first.
 #[derive(Debug, Serialize)]
-pub(crate) struct Page {
-    data: Vec<DocumentSummary>,
+pub(crate) struct Page<'a> {
+    data: Vec<DocumentSummary<'a>>,
     next_cursor: Option<String>,
 }
 
@@ -115,7 +122,7 @@ fn decode_cursor(cursor: &str) -> Result<(SystemTime, Uuid), ApiError> {
 pub(crate) async fn list_documents(
     db: TenantDb,
     Query(params): Query<ListParams>,
-) -> Result<axum::Json<Page>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(
@@ -158,18 +165,20 @@ pub(crate) async fn list_documents(
     } else {
         None
     };
+    // Serialized here, while the rows the titles borrow from are alive.
     Ok(axum::Json(Page {
         data: rows
             .iter()
             .map(|r| DocumentSummary {
                 id: r.get(ID),
                 title: r.get(TITLE),
-                created_at: rfc3339(r.get(CREATED_AT)),
-                updated_at: rfc3339(r.get(UPDATED_AT)),
+                created_at: Timestamp(r.get(CREATED_AT)),
+                updated_at: Timestamp(r.get(UPDATED_AT)),
             })
             .collect(),
         next_cursor,
-    }))
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/documents` body.
@@ -365,7 +374,7 @@ pub(crate) struct Webhook {
     id: Uuid,
     url: String,
     events: Vec<String>,
-    created_at: String,
+    created_at: Timestamp,
 }
 
 impl Webhook {
@@ -374,7 +383,7 @@ impl Webhook {
             id: r.get("id"),
             url: r.get("url"),
             events: r.get("events"),
-            created_at: rfc3339(r.get("created_at")),
+            created_at: Timestamp(r.get("created_at")),
         }
     }
 }
@@ -457,6 +466,24 @@ pub(crate) async fn whoami(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_serialize_as_rfc3339_with_microseconds() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_764_236_400_123_456);
+        let item = DocumentSummary {
+            id: Uuid::nil(),
+            title: "a \"quoted\" title",
+            created_at: Timestamp(at),
+            updated_at: Timestamp(UNIX_EPOCH),
+        };
+        assert_eq!(
+            serde_json::to_string(&item).unwrap(),
+            r#"{"id":"00000000-0000-0000-0000-000000000000","title":"a \"quoted\" title","#
+                .to_owned()
+                + r#""created_at":"2025-11-27T09:40:00.123456Z","#
+                + r#""updated_at":"1970-01-01T00:00:00.000000Z"}"#
+        );
+    }
 
     #[test]
     fn cursor_round_trips_and_garbage_is_rejected() {
