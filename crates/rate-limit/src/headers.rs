@@ -48,13 +48,18 @@ fn push_sf_string(out: &mut String, name: &str) {
     out.push('"');
 }
 
-/// Appends `n` in decimal (`itoa`: `write!` costs about ten times as much, and these headers go
-/// on every response).
-fn push_int(out: &mut String, n: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(n));
+/// The length of `name` as [`push_sf_string`] writes it: quotes, escapes, one byte per other
+/// character.
+fn sf_string_len(name: &str) -> usize {
+    2 + name
+        .chars()
+        .map(|c| usize::from(matches!(c, '"' | '\\')) + 1)
+        .sum::<usize>()
 }
 
-/// The header value of `s`, taking its buffer rather than copying it.
+/// The header value of `s`, taking its buffer rather than copying it. `s` should be exactly
+/// as long as its capacity: `Bytes` then owns the buffer as it is, where a spare capacity
+/// costs it one more allocation (its shared header).
 fn value(s: String) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
@@ -65,25 +70,43 @@ pub(crate) fn retry_after(decision: &Decision) -> Option<HeaderValue> {
     Some(HeaderValue::from(ceil_secs(wait).max(1)))
 }
 
+/// The values of `RateLimit-Policy` and `RateLimit` for policy `name`, quota `q` per minute,
+/// `r` requests left and `t` seconds to full. Each is built in a buffer of exactly its length
+/// (`itoa` formats the numbers on the stack first), so [`value`] takes it as it is: one
+/// allocation per header. These headers go on every response.
+fn render(
+    name: &str,
+    q: impl itoa::Integer,
+    r: impl itoa::Integer,
+    t: impl itoa::Integer,
+) -> (String, String) {
+    let (mut qb, mut rb, mut tb) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    let (q, r, t) = (qb.format(q), rb.format(r), tb.format(t));
+    let quoted = sf_string_len(name);
+    let mut policy = String::with_capacity(quoted + ";q=".len() + q.len() + ";w=60".len());
+    push_sf_string(&mut policy, name);
+    let mut state = String::with_capacity(quoted + ";r=".len() + r.len() + ";t=".len() + t.len());
+    state.push_str(&policy);
+    policy.push_str(";q=");
+    policy.push_str(q);
+    policy.push_str(";w=60");
+    state.push_str(";r=");
+    state.push_str(r);
+    state.push_str(";t=");
+    state.push_str(t);
+    (policy, state)
+}
+
 /// Appends the RateLimit headers of `decision` under policy `name`.
 pub(crate) fn append(headers: &mut HeaderMap, name: &str, decision: &Decision, legacy: bool) {
     let quota = decision.quota();
     let remaining = decision.remaining();
     let reset = ceil_secs(decision.reset_after());
-    // Room for the escaped name (at most twice its bytes, quoted) and the parameters (one
-    // number of up to 10 digits in `policy`, two of up to 20 in `state`): neither grows.
-    let capacity = 2 * name.len() + 2 + 32;
-    let mut policy = String::with_capacity(capacity);
-    push_sf_string(&mut policy, name);
-    let mut state = String::with_capacity(capacity + 16);
-    state.push_str(&policy);
-    policy.push_str(";q=");
-    push_int(&mut policy, quota.requests_per_minute());
-    policy.push_str(";w=60");
-    state.push_str(";r=");
-    push_int(&mut state, remaining);
-    state.push_str(";t=");
-    push_int(&mut state, reset);
+    let (policy, state) = render(name, quota.requests_per_minute(), remaining, reset);
     if let Some(v) = value(policy) {
         headers.append(RATELIMIT_POLICY.clone(), v);
     }
@@ -124,5 +147,36 @@ mod tests {
         let mut s = String::new();
         push_sf_string(&mut s, "a\"b\\c\u{e9}\n");
         assert_eq!(s, r#""a\"b\\c__""#);
+    }
+
+    #[test]
+    fn values_fill_their_buffers_exactly() {
+        // A spare capacity would cost `Bytes` a second allocation per header.
+        for name in [
+            "pro",
+            "",
+            "a\"b\\c\u{e9}\n",
+            "\u{1F600} plan",
+            "free-tier_2",
+        ] {
+            for (q, r, t) in [
+                (0u64, 0u64, 0u64),
+                (100, 99, 1),
+                (u64::MAX, u64::MAX, u64::MAX),
+            ] {
+                let (policy, state) = render(name, q, r, t);
+                assert_eq!(policy.len(), policy.capacity(), "{policy}");
+                assert_eq!(state.len(), state.capacity(), "{state}");
+                assert_eq!(
+                    policy.len(),
+                    sf_string_len(name) + format!(";q={q};w=60").len()
+                );
+            }
+        }
+        let (policy, state) = render("pro", 1000u32, 997u64, 1u64);
+        assert_eq!(
+            (policy.as_str(), state.as_str()),
+            (r#""pro";q=1000;w=60"#, r#""pro";r=997;t=1"#)
+        );
     }
 }
