@@ -31,30 +31,27 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Appends `name` as an RFC 9651 sf-string: printable ASCII only, `"` and `\` escaped. Other
-/// characters become `_`, so any plan name yields a valid header.
+/// The characters of `name` inside an RFC 9651 sf-string: printable ASCII only, `"` and `\`
+/// escaped. Other characters become `_`, so any plan name yields a valid header. Every one is
+/// ASCII, so their count is their length in bytes.
+fn sf_chars(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().flat_map(|c| {
+        let escape = matches!(c, '"' | '\\').then_some('\\');
+        let shown = if (' '..='~').contains(&c) { c } else { '_' };
+        escape.into_iter().chain(std::iter::once(shown))
+    })
+}
+
+/// Appends `name` as an RFC 9651 sf-string (see [`sf_chars`]).
 fn push_sf_string(out: &mut String, name: &str) {
     out.push('"');
-    for c in name.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => out.push('_'),
-        }
-    }
+    out.extend(sf_chars(name));
     out.push('"');
 }
 
-/// The length of `name` as [`push_sf_string`] writes it: quotes, escapes, one byte per other
-/// character.
+/// The length of `name` as [`push_sf_string`] writes it.
 fn sf_string_len(name: &str) -> usize {
-    2 + name
-        .chars()
-        .map(|c| usize::from(matches!(c, '"' | '\\')) + 1)
-        .sum::<usize>()
+    2 + sf_chars(name).count()
 }
 
 /// The header value of `s`, taking its buffer rather than copying it. `s` should be exactly
