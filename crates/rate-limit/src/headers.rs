@@ -31,27 +31,36 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The characters of `name` inside an RFC 9651 sf-string: printable ASCII only, `"` and `\`
-/// escaped. Other characters become `_`, so any plan name yields a valid header. Every one is
-/// ASCII, so their count is their length in bytes.
-fn sf_chars(name: &str) -> impl Iterator<Item = char> + '_ {
-    name.chars().flat_map(|c| {
-        let escape = matches!(c, '"' | '\\').then_some('\\');
-        let shown = if (' '..='~').contains(&c) { c } else { '_' };
-        escape.into_iter().chain(std::iter::once(shown))
-    })
+/// How `c` appears inside an RFC 9651 sf-string: printable ASCII only, `"` and `\` escaped
+/// (`true`: a `\` goes before it). Other characters become `_`, so any plan name yields a
+/// valid header. Either way one ASCII byte, or two with the escape.
+fn sf_char(c: char) -> (bool, char) {
+    match c {
+        '"' | '\\' => (true, c),
+        ' '..='~' => (false, c),
+        _ => (false, '_'),
+    }
 }
 
-/// Appends `name` as an RFC 9651 sf-string (see [`sf_chars`]).
+/// Appends `name` as an sf-string (see [`sf_char`]).
 fn push_sf_string(out: &mut String, name: &str) {
     out.push('"');
-    out.extend(sf_chars(name));
+    for c in name.chars() {
+        let (escaped, shown) = sf_char(c);
+        if escaped {
+            out.push('\\');
+        }
+        out.push(shown);
+    }
     out.push('"');
 }
 
 /// The length of `name` as [`push_sf_string`] writes it.
 fn sf_string_len(name: &str) -> usize {
-    2 + sf_chars(name).count()
+    2 + name
+        .chars()
+        .map(|c| 1 + usize::from(sf_char(c).0))
+        .sum::<usize>()
 }
 
 /// The header value of `s`, taking its buffer rather than copying it. `s` should be exactly
